@@ -1,0 +1,32 @@
+# make repro — create .venv and rebuild the pipeline (dvc repro of params.yaml)
+# make test  — create .venv and run the tests (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+# Quiet TensorFlow's start-up banner; keep its warnings and errors.
+export TF_CPP_MIN_LOG_LEVEL ?= 1
+
+.PHONY: venv repro test test-fast lint serve clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+repro: venv
+	$(BIN)/dvc repro
+
+test: venv lint
+	$(BIN)/python -m pytest -m "" -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: venv
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,97 @@
+"""The classifier: backbone + head from params, and the compile/freeze rules of the two phases.
+
+Phase 1 (train) freezes a pretrained backbone and trains only the head; phase 2 (finetune)
+unfreezes the top of the backbone at a lower learning rate. A backbone trained from random
+weights has nothing to protect, so it trains whole in both phases.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+
+from stages.core.backbones import build_base, get_backbone
+from stages.core.params import HeadConfig, ModelConfig
+
+
+def build_classifier(cfg: ModelConfig, image_size: int, n_classes: int) -> keras.Model:
+    """Raw RGB (0..255) in, class probabilities out."""
+    shape = (image_size, image_size, 3)
+    inputs = keras.Input(shape, name="image")
+    x = inputs
+    for layer in get_backbone(cfg.arch).scaling():
+        x = layer(x)
+    base = build_base(cfg.arch, shape, cfg.weights)
+    pretrained = cfg.weights is not None
+    if pretrained:
+        # training=False keeps BatchNorm statistics frozen even once the layers are unfrozen,
+        # the Keras transfer-learning recipe; otherwise small batches wreck ImageNet stats.
+        base.trainable = False
+        x = base(x, training=False)
+    else:
+        x = base(x)
+    outputs = _head(x, cfg.head, n_classes)
+    return keras.Model(inputs, outputs, name=cfg.name)
+
+
+def _head(x, head: HeadConfig, n_classes: int):
+    pool = keras.layers.GlobalAveragePooling2D if head.pooling == "avg" else (
+        keras.layers.GlobalMaxPooling2D
+    )
+    x = pool(name="pool")(x)
+    for i, (units, rate) in enumerate(zip(head.dense, head.dropout, strict=True)):
+        x = keras.layers.Dense(units, activation="relu", name=f"head_dense{i}")(x)
+        if head.batch_norm:
+            x = keras.layers.BatchNormalization(name=f"head_bn{i}")(x)
+        x = keras.layers.Dropout(rate, name=f"head_dropout{i}")(x)
+    # float32 output even under mixed precision, so probabilities stay exact.
+    return keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
+
+
+def compile_classifier(model: keras.Model, lr: float, n_classes: int) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss="categorical_crossentropy",
+        # multi_label AUC is the macro average over classes; for two softmax classes it
+        # equals the binary ROC AUC.
+        metrics=[
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.AUC(name="auc", multi_label=True, num_labels=n_classes),
+        ],
+    )
+
+
+def unfreeze_backbone(model: keras.Model, unfreeze: int | str) -> int:
+    """Make the top `unfreeze` layers (or all) of the backbone trainable; returns how many."""
+    base = model.get_layer("backbone")
+    base.trainable = True
+    layers = base.layers if unfreeze == "all" else base.layers[-int(unfreeze):] if unfreeze else []
+    for layer in base.layers:
+        # BatchNorm stays frozen: its statistics came from millions of images, ours are few.
+        layer.trainable = layer in layers and not isinstance(
+            layer, keras.layers.BatchNormalization
+        )
+    return sum(layer.trainable for layer in base.layers)
+
+
+def model_card(cfg: ModelConfig, image_size: int, classes: list[str]) -> dict:
+    return {"name": cfg.name, "arch": cfg.arch, "weights": cfg.weights,
+            "image_size": image_size, "classes": classes}
+
+
+def write_model(model: keras.Model, path: Path, card: dict) -> None:
+    """Save as .keras atomically (write, then rename), with its model card beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+
+
+def load_model(path: Path) -> tuple[keras.Model, dict]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `dvc repro` (or `dvc pull`) first")
+    card = json.loads(path.with_suffix(".json").read_text())
+    return keras.models.load_model(path), card

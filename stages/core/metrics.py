@@ -1,0 +1,73 @@
+"""Test-set metrics and the plot data DVC draws, from true labels and class probabilities.
+
+The predicted class is the arg-max of the probabilities, and balanced accuracy is the mean
+per-class recall of that arg-max, as the ISIC challenge scorer defines it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def positive_class(classes: list[str]) -> int:
+    """The class whose probability is the binary score: malignant when present."""
+    return classes.index("malignant") if "malignant" in classes else len(classes) - 1
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    y_pred = probs.argmax(axis=1)
+    labels = list(range(len(classes)))
+    confusion = skm.confusion_matrix(y_true, y_pred, labels=labels)
+    result = {
+        "n_images": int(len(y_true)),
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
+    }
+    present = np.unique(y_true)
+    if len(classes) == 2:
+        pos = positive_class(classes)
+        truth, score = (y_true == pos).astype(int), probs[:, pos]
+        pred = (y_pred == pos).astype(int)
+        result |= {
+            "precision": skm.precision_score(truth, pred, zero_division=0),
+            "recall": skm.recall_score(truth, pred, zero_division=0),
+            "f1": skm.f1_score(truth, pred, zero_division=0),
+            "roc_auc": skm.roc_auc_score(truth, score) if len(present) == 2 else None,
+            "average_precision": skm.average_precision_score(truth, score),
+            "sensitivity": skm.recall_score(truth, pred, zero_division=0),
+            "specificity": skm.recall_score(1 - truth, 1 - pred, zero_division=0),
+        }
+    else:
+        onehot = np.eye(len(classes))[y_true]
+        scored = [c for c in labels if c in present]  # AUC is undefined for absent classes
+        result |= {
+            "precision": skm.precision_score(y_true, y_pred, average="macro", zero_division=0),
+            "recall": skm.recall_score(y_true, y_pred, average="macro", zero_division=0),
+            "f1": skm.f1_score(y_true, y_pred, average="macro", zero_division=0),
+            "roc_auc": float(np.mean([skm.roc_auc_score(onehot[:, c], probs[:, c])
+                                      for c in scored])) if len(scored) > 1 else None,
+            "average_precision": float(np.mean([
+                skm.average_precision_score(onehot[:, c], probs[:, c]) for c in scored])),
+            "sensitivity": skm.recall_score(y_true, y_pred, average="macro", zero_division=0),
+            "specificity": float(np.mean([
+                (confusion.sum() - confusion[c].sum() - confusion[:, c].sum() + confusion[c, c])
+                / max(1, confusion.sum() - confusion[c].sum()) for c in labels])),
+        }
+    result = {k: (round(float(v), 6) if v is not None else None) for k, v in result.items()}
+    result["confusion_matrix"] = {"labels": classes, "rows_true_cols_pred": confusion.tolist()}
+    return result
+
+
+def curve_points(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """ROC and precision-recall points of the binary score (malignant vs the rest)."""
+    pos = positive_class(classes)
+    truth, score = (y_true == pos).astype(int), probs[:, pos]
+    fpr, tpr, roc_thr = skm.roc_curve(truth, score)
+    precision, recall, pr_thr = skm.precision_recall_curve(truth, score)
+    return {
+        "roc": [{"fpr": float(f), "tpr": float(t), "threshold": float(min(h, 1.0))}
+                for f, t, h in zip(fpr, tpr, roc_thr)],
+        "precision_recall": [{"recall": float(r), "precision": float(p)}
+                             for r, p in zip(recall, precision)],
+    }

@@ -1,0 +1,132 @@
+"""Read params.yaml once and hand each stage the section it declared in dvc.yaml.
+
+Every tunable lives in params.yaml; a stage reads only the keys that dvc.yaml lists for it, so
+that DVC reruns exactly the stages a change affects. Bad values fail here, naming the key,
+before any data is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """A value in params.yaml is missing or out of range; the message names the key."""
+
+
+def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    if not path.exists():
+        raise ParamsError(f"{path} not found: run the stages from the repository root")
+    with path.open() as f:
+        params = yaml.safe_load(f) or {}
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path} must hold a mapping of sections")
+    return params
+
+
+def get(params: dict[str, Any], dotted_key: str) -> Any:
+    """params['a']['b'] for 'a.b', with an error that names the missing key."""
+    node: Any = params
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ParamsError(f"params.yaml: missing key '{dotted_key}'")
+        node = node[part]
+    return node
+
+
+def number(params: dict[str, Any], key: str, low: float, high: float, integer: bool = False):
+    """A number at `key` within [low, high]."""
+    value = get(params, key)
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+        what = "an integer" if integer else "a number"
+        raise ParamsError(f"params.yaml: '{key}' must be {what} in [{low}, {high}], got {value!r}")
+    return value
+
+
+def choice(params: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = get(params, key)
+    if value not in allowed:
+        raise ParamsError(f"params.yaml: '{key}' must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    pooling: str
+    dense: tuple[int, ...]
+    dropout: tuple[float, ...]
+    batch_norm: bool
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int
+    lr: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(FitConfig):
+    unfreeze: int | str  # "all" or the number of top layers of the backbone to train
+    patience: int
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str  # the key under `models:`; names the stages and output folders
+    arch: str  # the registry entry in stages/core/backbones.py
+    weights: str | None  # "imagenet", None (random init) or a path to a weights file
+    head: HeadConfig
+    train: FitConfig
+    finetune: FinetuneConfig
+
+
+def _fit(params: dict[str, Any], key: str) -> dict[str, Any]:
+    return {
+        "epochs": number(params, f"{key}.epochs", 0, 10_000, integer=True),
+        "lr": number(params, f"{key}.lr", 1e-8, 1.0),
+        "batch_size": number(params, f"{key}.batch_size", 1, 4096, integer=True),
+    }
+
+
+def model_config(params: dict[str, Any], name: str) -> ModelConfig:
+    """The validated `models.<name>` section."""
+    key = f"models.{name}"
+    section = get(params, key)
+    head_key = f"{key}.head"
+    dense = tuple(get(params, f"{head_key}.dense"))
+    dropout = tuple(get(params, f"{head_key}.dropout"))
+    if len(dense) != len(dropout):
+        raise ParamsError(f"params.yaml: '{head_key}.dense' and '.dropout' need the same length")
+    if any(not 0 <= d < 1 for d in dropout):
+        raise ParamsError(f"params.yaml: '{head_key}.dropout' values must be in [0, 1)")
+    unfreeze = get(params, f"{key}.finetune.unfreeze")
+    if unfreeze != "all" and (isinstance(unfreeze, bool) or not isinstance(unfreeze, int)):
+        raise ParamsError(f"params.yaml: '{key}.finetune.unfreeze' must be 'all' or an integer")
+    weights = section.get("weights")
+    if weights is not None and not isinstance(weights, str):
+        raise ParamsError(f"params.yaml: '{key}.weights' must be imagenet, null or a file path")
+    return ModelConfig(
+        name=name,
+        arch=section.get("arch", name),
+        weights=weights,
+        head=HeadConfig(
+            pooling=choice(params, f"{head_key}.pooling", ("avg", "max")),
+            dense=tuple(int(u) for u in dense),
+            dropout=tuple(float(d) for d in dropout),
+            batch_norm=bool(get(params, f"{head_key}.batch_norm")),
+        ),
+        train=FitConfig(**_fit(params, f"{key}.train")),
+        finetune=FinetuneConfig(
+            **_fit(params, f"{key}.finetune"),
+            unfreeze=unfreeze,
+            patience=number(params, f"{key}.finetune.patience", 1, 1000, integer=True),
+        ),
+    )

@@ -1,0 +1,111 @@
+"""Stage split: data/raw → data/interim/split.csv (train / val / test), stratified and grouped.
+
+Images of one lesion, or of one patient, look alike; if they sat in two splits the test score
+would measure memory, not skill. So items linked by lesion_id or patient_id form one group,
+groups never straddle splits, and each split keeps the class balance (StratifiedGroupKFold).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from stages.core.params import choice, get, load_params, number
+from stages.core.reports import write_rejected
+from stages.core.sources import local
+
+RAW_DIR = Path("data/raw")
+SPLIT_FILE = Path("data/interim/split.csv")
+COUNTS_FILE = Path("metrics/split.json")
+
+
+def link_groups(items: pd.DataFrame) -> pd.Series:
+    """One group id per connected set of images sharing a lesion_id or a patient_id."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for isic_id, lesion, patient in items[["isic_id", "lesion_id", "patient_id"]].itertuples(
+        index=False
+    ):
+        for key in (f"lesion:{lesion}" if lesion else "", f"patient:{patient}" if patient else ""):
+            if key:
+                parent[find(f"image:{isic_id}")] = find(key)
+    return items["isic_id"].map(lambda i: find(f"image:{i}"))
+
+
+def _hold_out(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Index, pd.Index]:
+    """Split off about `fraction` of the groups, stratified by label: (rest, held out)."""
+    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True,
+                                 random_state=seed)
+    rest, held = next(folds.split(frame, frame["label"], frame["group"]))
+    return frame.index[rest], frame.index[held]
+
+
+def check_class_sizes(frame: pd.DataFrame) -> None:
+    groups = frame.groupby("label")["group"].nunique()
+    small = groups[groups < 3]
+    if len(small):
+        detail = ", ".join(f"'{c}' has {n} lesion/patient group(s)" for c, n in small.items())
+        raise ValueError(
+            f"too few images to split: {detail}; each class needs at least 3 (one per split). "
+            "Add images, drop the class from the source, or use task: binary."
+        )
+
+
+def assign_splits(frame: pd.DataFrame, val: float, test: float, seed: int) -> pd.Series:
+    check_class_sizes(frame)
+    split = pd.Series("train", index=frame.index)
+    rest, test_idx = _hold_out(frame, test, seed)
+    split[test_idx] = "test"
+    _, val_idx = _hold_out(frame.loc[rest], val / (1 - test), seed)
+    split[val_idx] = "val"
+    return split
+
+
+def main() -> None:
+    params = load_params()
+    task = choice(params, "task", ("binary", "multiclass"))
+    items, rejected = local.read_source(RAW_DIR, "isic-cli")
+    label_column = "benign_malignant" if task == "binary" else "diagnosis"
+    unlabeled = items[items[label_column] == ""]
+    rejected = pd.concat([rejected, pd.DataFrame({
+        "item": unlabeled["isic_id"], "reason": f"no {label_column} label for task '{task}'"})])
+    items = items[items[label_column] != ""]
+    write_rejected(rejected, SPLIT_FILE.parent / "split_rejected.csv", len(items),
+                   number(params, "data.max_rejected_fraction", 0.0, 1.0))
+
+    frame = pd.DataFrame({
+        "isic_id": items["isic_id"],
+        "image": items["image_path"].map(lambda p: Path(p).name),
+        "label": items[label_column],
+        "group": link_groups(items),
+    })
+    frame["split"] = assign_splits(
+        frame,
+        val=number(params, "split.val", 0.01, 0.5),
+        test=number(params, "split.test", 0.01, 0.5),
+        seed=get(params, "seed"),
+    )
+    SPLIT_FILE.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(SPLIT_FILE, index=False)
+
+    counts = frame.groupby(["split", "label"]).size().unstack(fill_value=0)
+    COUNTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    COUNTS_FILE.write_text(json.dumps({s: counts.loc[s].to_dict() for s in counts.index},
+                                      indent=2) + "\n")
+    print(counts.to_string())
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as err:
+        raise SystemExit(f"split: {err}") from None

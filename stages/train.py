@@ -1,0 +1,37 @@
+"""Stage train@<backbone>: phase 1 of transfer learning → models/<backbone>/head.keras.
+
+A pretrained backbone is frozen and only the new head learns, so large early gradients from
+a random head cannot wreck the ImageNet features; a backbone without pretrained weights
+trains whole. Curves go to metrics/training/<backbone>/train (DVCLive).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stages.core.classifier import build_classifier, compile_classifier, model_card, write_model
+from stages.core.params import get, load_params, model_config
+from stages.core.training import fit_logged, seed_everything, training_data
+
+
+def main(backbone: str) -> None:
+    params = load_params()
+    cfg = model_config(params, backbone)
+    seed_everything(get(params, "seed"))
+    train, val, meta = training_data(cfg.train.batch_size, get(params, "seed"))
+    classes = meta["classes"]
+    model = build_classifier(cfg, meta["image_size"], len(classes))
+    compile_classifier(model, cfg.train.lr, len(classes))
+    trainable = sum(int(w.shape.num_elements() or 0) for w in model.trainable_weights)
+    print(f"train@{backbone}: {cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
+          f"parameters, {cfg.train.epochs} epochs", flush=True)
+    fit_logged(model, train, val, cfg.train.epochs, Path(f"metrics/training/{backbone}/train"))
+    write_model(model, Path(f"models/{backbone}/head.keras"),
+                model_card(cfg, meta["image_size"], classes))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("backbone", help="a key under `models:` in params.yaml")
+    main(parser.parse_args().backbone)
