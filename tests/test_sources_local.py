@@ -131,6 +131,7 @@ def test_hierarchical_schema_mapping() -> None:
         ("Benign", "", "", ""),
         ("Indeterminate", "", "", ""),
         ("Benign", "Made-up group", "", ""),
+        ("Benign", "Benign melanocytic proliferations", "Made-up lesion", ""),
         ("Sort of", "", "", ""),
     ]
     meta = pd.DataFrame(rows, columns=["diagnosis_1", "diagnosis_2", "diagnosis_3", "diagnosis_4"])
@@ -144,6 +145,7 @@ def test_hierarchical_schema_mapping() -> None:
         ("benign", "", ""),
         ("", "", "blank label (no benign_malignant, no diagnosis)"),
         ("", "", "unknown diagnosis_2 'Made-up group'"),
+        ("", "", "unknown diagnosis_3 'Made-up lesion'"),
         ("", "", "unknown diagnosis_1 'Sort of'"),
     ]
 

@@ -45,7 +45,8 @@ def _invert(table: dict[str, list[str]]) -> dict[str, str]:
 
 
 # Legacy isic-cli ``diagnosis`` (ISIC archive enum); BKL = seborrheic keratosis, solar lentigo,
-# lichen planus-like keratosis (ISIC 2018); VASC = angiomas, angiokeratomas, pyogenic granulomas.
+# lichen planus-like keratosis; VASC = angiomas, angiokeratomas, pyogenic granulomas, hemorrhage
+# (ISIC 2018 / HAM10000 class definitions).
 LEGACY = _invert({
     MEL: ["melanoma", "melanoma metastasis"], NV: ["nevus", "nevus spilus"],
     BCC: ["basal cell carcinoma"], SCC: ["squamous cell carcinoma"], AK: ["actinic keratosis"],
@@ -73,9 +74,20 @@ LEVEL3 = _invert({
     BKL: ["Pigmented benign keratosis", "Seborrheic keratosis", "Solar lentigo",
           "Lichen planus like keratosis"],
     DF: ["Dermatofibroma"],
+    # The remaining diagnosis_3 terms of the four MIXED diagnosis_2 groups below.
+    OTHER: ["Acantholytic acanthoma", "Clear cell acanthoma", "Epidermal nevus",
+            "Epidermolytic acanthoma", "Large cell acanthoma", "Melanoacanthoma",
+            "Porokeratosis", "Dermal melanocytosis", "Lentiginous melanocytic proliferation",
+            "Lentigo simplex", "Pigmented epithelioid melanocytoma",
+            "Proliferative nodule in congenital melanocytic nevi without atypia", "Angiofibroma",
+            "Fibroepithelial polyp", "Fibroma", "Giant cell tumor of the tendon sheath",
+            "Juvenile xanthogranuloma", "Cutaneous Myxoma", "Non-Langerhans histiocytosis",
+            "Reticulohistiocytosis", "Rosai-Dorfman disease", "Scar",
+            "Matrical or pilomatrical carcinoma", "Proliferating trichilemmal carcinoma"],
 })
-# Complete diagnosis_2 vocabulary. MIXED groups hold both a target class and other lesions:
-# their class comes from diagnosis_3 (LEVEL3, else "other"), or "" when diagnosis_3 is blank.
+# Complete diagnosis_2 vocabulary. Every other group maps to one class whatever its
+# diagnosis_3; MIXED groups hold a target class and other lesions, so their class comes from
+# diagnosis_3 (which must then be known), or "" when diagnosis_3 is blank.
 MIXED = "mixed"
 LEVEL2 = _invert({
     MEL: ["Malignant melanocytic proliferations (Melanoma)"],
@@ -144,10 +156,10 @@ def isic_labels(meta: pd.DataFrame) -> pd.DataFrame:
     dx_legacy, r_dx = _lookup(_text(meta, "diagnosis"), LEGACY, "diagnosis")
     c2, r_d2 = _lookup(d2, LEVEL2, "diagnosis_2")
     c3 = d3.str.lower().map(LEVEL3)
-    mixed_rest = pd.Series(OTHER, index=meta.index).where(d3 != "", "")
-    dx_hier = c3.fillna(c2.mask(c2 == MIXED, mixed_rest))
-    # diagnosis_3 without a diagnosis_2 to fall back on must itself be known
-    r_d3 = ("unknown diagnosis_3 '" + d3 + "'").where(c3.isna() & (d3 != "") & (d2 == ""), "")
+    dx_hier = c3.fillna(c2.mask(c2 == MIXED, ""))
+    # diagnosis_3 must be known unless its diagnosis_2 group alone decides the class
+    unknown_d3 = c3.isna() & (d3 != "") & ((d2 == "") | (c2 == MIXED))
+    r_d3 = ("unknown diagnosis_3 '" + d3 + "'").where(unknown_d3, "")
     use_hier = (d2 != "") | (d3 != "")
     dx = dx_hier.where(use_hier, dx_legacy).astype(object)
     bm = bm_hier.where(d1 != "", bm_legacy)
@@ -175,7 +187,7 @@ def challenge_labels(onehot: pd.DataFrame) -> pd.DataFrame:
     values = onehot[cols].apply(pd.to_numeric, errors="coerce")
     ok_values = values.isin([0, 1]).all(axis=1)
     ones = (values == 1).sum(axis=1)
-    winner = (values == 1).idxmax(axis=1).str.lower()
+    winner = (values == 1).idxmax(axis=1).astype(str).str.lower()
     cls = winner.map(lambda c: CODES[c][0]).astype(object)
     bm = winner.map(lambda c: CODES[c][1]).astype(object)
     reason = pd.Series("", index=onehot.index, dtype=object)

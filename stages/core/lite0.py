@@ -79,7 +79,7 @@ def _tensor_from(ref: Any, raw: dict[str, np.ndarray]) -> np.ndarray:
         raise TypeError(f"expected a tensor, got {type(ref).__name__}")
     key, view_offset, view_numel = ref.storage
     base = raw[key][view_offset:view_offset + view_numel]
-    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
+    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
     if math.prod(ref.size) and not 0 <= ref.offset <= last < base.size:  # as_strided is unchecked
         raise ValueError("tensor lies outside its storage")
     arr = np.lib.stride_tricks.as_strided(
@@ -234,21 +234,25 @@ def _tensor_prefixes() -> dict[str, str]:
 
 
 def _converted(layer: keras.layers.Layer, p: str, state: dict[str, np.ndarray]) -> dict:
-    """Checkpoint key -> value in the layout of the layer's weights, in their order."""
-    def get(key: str) -> np.ndarray:
+    """Keras variable name -> (checkpoint key, value converted to the Keras layout).
+
+    Matched by name, not order: BN's gamma and moving_variance share a shape.
+    """
+    def get(key: str, convert: Any = None) -> tuple[str, np.ndarray]:
         if key not in state:
             raise ValueError(f"checkpoint has no tensor {key} (for layer {layer.name})")
-        return state[key]
+        return key, state[key] if convert is None else convert(state[key])
 
     if isinstance(layer, layers.DepthwiseConv2D):  # (C, 1, kh, kw) -> (kh, kw, C, 1)
-        return {f"{p}.weight": get(f"{p}.weight").transpose(2, 3, 0, 1)}
+        return {"kernel": get(f"{p}.weight", lambda w: w.transpose(2, 3, 0, 1))}
     if isinstance(layer, layers.Conv2D):  # OIHW -> HWIO
-        return {f"{p}.weight": get(f"{p}.weight").transpose(2, 3, 1, 0)}
-    if isinstance(layer, layers.BatchNormalization):  # gamma, beta, moving mean, moving var
-        keys = [f"{p}.{s}" for s in ("weight", "bias", "running_mean", "running_var")]
-        return {k: get(k) for k in keys}
+        return {"kernel": get(f"{p}.weight", lambda w: w.transpose(2, 3, 1, 0))}
+    if isinstance(layer, layers.BatchNormalization):
+        return {"gamma": get(f"{p}.weight"), "beta": get(f"{p}.bias"),
+                "moving_mean": get(f"{p}.running_mean"),
+                "moving_variance": get(f"{p}.running_var")}
     if isinstance(layer, layers.Dense):  # (out, in) -> (in, out)
-        return {f"{p}.weight": get(f"{p}.weight").T, f"{p}.bias": get(f"{p}.bias")}
+        return {"kernel": get(f"{p}.weight", np.transpose), "bias": get(f"{p}.bias")}
     raise ValueError(f"don't know how to load layer {layer.name} ({type(layer).__name__})")
 
 
@@ -268,17 +272,17 @@ def load_imagenet_weights(model: keras.Model, path: str | Path | None = None) ->
         if layer.name not in prefixes:
             raise ValueError(f"layer {layer.name} has weights but no checkpoint tensor")
         values = _converted(layer, prefixes[layer.name], state)
-        if len(values) != len(layer.weights):
-            raise ValueError(f"layer {layer.name} has {len(layer.weights)} weights, the "
-                             f"checkpoint gives {len(values)}: {', '.join(values)}")
-        for (key, value), var in zip(values.items(), layer.weights):
+        if sorted(values) != sorted(var.name for var in layer.weights):
+            raise ValueError(f"layer {layer.name}: weights {[v.name for v in layer.weights]} "
+                             f"not filled exactly by {sorted(values)}")
+        for var in layer.weights:
+            key, value = values[var.name]
             if tuple(value.shape) != tuple(var.shape):
                 raise ValueError(f"tensor {key}: shape {value.shape} after conversion does "
                                  f"not fit {var.path} {tuple(var.shape)}")
             if key in used:
                 raise ValueError(f"tensor {key} mapped twice")
             used.add(key)
-        for value, var in zip(values.values(), layer.weights):
             var.assign(value)
 
     has_top = any(layer.name == "predictions" for layer in model.layers)

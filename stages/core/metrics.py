@@ -54,7 +54,8 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
                 (confusion.sum() - confusion[c].sum() - confusion[:, c].sum() + confusion[c, c])
                 / max(1, confusion.sum() - confusion[c].sum()) for c in labels])),
         }
-    result = {k: (round(float(v), 6) if v is not None else None) for k, v in result.items()}
+    result = {k: v if v is None or isinstance(v, int) else round(float(v), 6)
+              for k, v in result.items()}
     result["confusion_matrix"] = {"labels": classes, "rows_true_cols_pred": confusion.tolist()}
     return result
 

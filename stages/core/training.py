@@ -42,6 +42,6 @@ def fit_logged(
     # dvcyaml=None: our dvc.yaml declares these plots; DVCLive must not rewrite it.
     with Live(dir=str(log_dir), dvcyaml=None, save_dvc_exp=False) as live:
         return model.fit(
-            train, validation_data=val, epochs=epochs, verbose=2,
+            train, validation_data=val, epochs=epochs, verbose=2, shuffle=False,  # ds shuffles
             callbacks=[DVCLiveCallback(live=live), *callbacks],
         )

@@ -31,7 +31,7 @@ def _csv_files(folder: Path) -> dict[Path, list[str]]:
     headers = {}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.is_file() and entry.name.lower().endswith(".csv"):
-            with open(entry.path, newline="", encoding="utf-8-sig") as handle:
+            with open(entry.path, newline="", encoding="utf-8-sig", errors="replace") as handle:
                 headers[Path(entry.path)] = [c.strip() for c in next(csv.reader(handle), [])]
     return headers
 
@@ -134,7 +134,7 @@ def _assemble(meta: pd.DataFrame, keys: pd.Series, ids: pd.Series, labels: pd.Da
         pd.DataFrame({"item": images["rel"][orphan], "reason": "image has no metadata row"}),
         pd.DataFrame({"item": images["rel"][spare],
                       "reason": "another image file for the same id is used ("
-                      + images["stem"][spare].map(kept_rel) + ")"}),
+                      + images["stem"][spare].map(kept_rel).astype(str) + ")"}),
     ])
 
     ok = reason == ""
@@ -143,11 +143,11 @@ def _assemble(meta: pd.DataFrame, keys: pd.Series, ids: pd.Series, labels: pd.Da
     items["diagnosis"] = labels["diagnosis"][ok]
     for column in CANONICAL[3:]:
         items[column] = _text(meta, column)[ok]
-    extras = [c for c in meta.columns if c not in CANONICAL + drop + ["_where"]]
+    extras = [c for c in meta.columns if c not in [*CANONICAL, *drop, "_where", "image_path"]]
     items = pd.concat([items, meta.loc[ok, extras]], axis=1)
     items["image_path"] = keys[ok].map(path_of)
     rejected = pd.concat([rejected_rows, rejected_files], ignore_index=True)
-    return items.reset_index(drop=True), rejected.astype(object)
+    return items.reset_index(drop=True).astype(str), rejected.astype(str)
 
 
 def _read_isic_cli(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny images and a tiny params file, so unit tests run in seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+UDA1_DIR = REPO.parent / "shared" / "data" / "isic-uda1-dev"
+
+
+@pytest.fixture
+def params() -> dict:
+    with (REPO / "params.yaml").open() as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture
+def in_tmp_repo(tmp_path, monkeypatch) -> Path:
+    """Run a stage's main() in an empty folder, as dvc would in a fresh checkout."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
