@@ -47,7 +47,8 @@ def target_counts(labels: np.ndarray, copies: float, balance: bool) -> dict[int,
     """Images per class after augmentation: balanced classes fill up to the largest one."""
     present, counts = np.unique(labels, return_counts=True)
     top = counts.max()
-    return {int(c): int(round((top if balance else n) * copies)) for c, n in zip(present, counts)}
+    return {int(c): int(round((top if balance else n) * copies))
+            for c, n in zip(present, counts, strict=True)}
 
 
 def augmented_items(images, labels, ids, targets, model, rng) -> Iterator[tuple]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import keras
 
-from stages.core.backbones import build_base, get_backbone
+from stages.core.backbones import batch_norm, build_base, get_backbone
 from stages.core.params import HeadConfig, ModelConfig
 
 
@@ -44,7 +44,7 @@ def _head(x, head: HeadConfig, n_classes: int):
     for i, (units, rate) in enumerate(zip(head.dense, head.dropout, strict=True)):
         x = keras.layers.Dense(units, activation="relu", name=f"head_dense{i}")(x)
         if head.batch_norm:
-            x = keras.layers.BatchNormalization(name=f"head_bn{i}")(x)
+            x = batch_norm(name=f"head_bn{i}")(x)
         x = keras.layers.Dropout(rate, name=f"head_dropout{i}")(x)
     # float32 output even under mixed precision, so probabilities stay exact.
     return keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)

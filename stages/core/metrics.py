@@ -68,7 +68,7 @@ def curve_points(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> d
     precision, recall, pr_thr = skm.precision_recall_curve(truth, score)
     return {
         "roc": [{"fpr": float(f), "tpr": float(t), "threshold": float(min(h, 1.0))}
-                for f, t, h in zip(fpr, tpr, roc_thr)],
+                for f, t, h in zip(fpr, tpr, roc_thr, strict=False)],
         "precision_recall": [{"recall": float(r), "precision": float(p)}
-                             for r, p in zip(recall, precision)],
+                             for r, p in zip(recall, precision, strict=False)],
     }

@@ -53,7 +53,8 @@ def number(params: dict[str, Any], key: str, low: float, high: float, integer: b
 def choice(params: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
     value = get(params, key)
     if value not in allowed:
-        raise ParamsError(f"params.yaml: '{key}' must be one of {', '.join(allowed)}; got {value!r}")
+        options = ", ".join(allowed)
+        raise ParamsError(f"params.yaml: '{key}' must be one of {options}; got {value!r}")
     return value
 
 

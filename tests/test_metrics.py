@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from stages.compare import leaderboard, markdown
+from stages.core.metrics import classification_metrics, curve_points
+
+CLASSES = ["benign", "malignant"]
+
+
+def test_binary_metrics_match_a_hand_computed_case():
+    y = np.array([0, 0, 0, 1, 1])
+    p_malignant = np.array([0.1, 0.6, 0.2, 0.8, 0.4])
+    probs = np.stack([1 - p_malignant, p_malignant], axis=1)
+    m = classification_metrics(y, probs, CLASSES)
+    # arg-max predictions: 0 1 0 1 0 → TP=1 FN=1 TN=2 FP=1
+    assert m["sensitivity"] == pytest.approx(0.5) and m["specificity"] == pytest.approx(2 / 3)
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert m["precision"] == pytest.approx(0.5) and m["accuracy"] == pytest.approx(0.6)
+    assert m["roc_auc"] == pytest.approx(5 / 6)  # 5 of 6 (malignant, benign) pairs ordered
+    assert m["confusion_matrix"]["rows_true_cols_pred"] == [[2, 1], [1, 1]]
+    assert m["n_images"] == 5
+
+
+def test_multiclass_metrics_are_macro_averages():
+    y = np.array([0, 1, 2, 2])
+    probs = np.eye(3)[[0, 1, 2, 1]] * 0.8 + 0.2 / 3
+    m = classification_metrics(y, probs, ["bcc", "melanoma", "nevus"])
+    assert m["balanced_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert m["roc_auc"] is not None and 0 <= m["roc_auc"] <= 1
+
+
+def test_curves_run_from_corner_to_corner():
+    y = np.array([0, 1, 0, 1])
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
+    roc = curve_points(y, probs, CLASSES)["roc"]
+    assert (roc[0]["fpr"], roc[0]["tpr"]) == (0.0, 0.0)
+    assert (roc[-1]["fpr"], roc[-1]["tpr"]) == (1.0, 1.0)
+
+
+def test_leaderboard_ranks_by_the_chosen_metric_and_missing_scores_last():
+    scores = {"a": {"roc_auc": 0.7}, "b": {"roc_auc": 0.9}, "c": {"roc_auc": None}}
+    rows = leaderboard(scores, "roc_auc")
+    assert [r["backbone"] for r in rows] == ["b", "a", "c"]
+    table = markdown(rows)
+    assert "| 1 | b | 0.900 |" in table and "| 3 | c | – |" in table

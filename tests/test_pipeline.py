@@ -1,0 +1,115 @@
+"""End to end: the real `dvc repro` on a tiny configuration (slow: about two minutes)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.conftest import UDA1_DIR
+from tests.pipeline_project import TINY, Project, merge
+
+pytestmark = pytest.mark.slow
+
+METRIC_KEYS = {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc",
+               "average_precision", "sensitivity", "specificity", "confusion_matrix"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Project:
+    project = Project.copy_of_repo(tmp_path_factory.mktemp("pipeline"), TINY)
+    project.dvc("repro")
+    project.git("add", "-A")
+    project.git("commit", "-qm", "first repro")
+    return project
+
+
+def _read_json(project: Project, path: str) -> dict:
+    return json.loads((project.root / path).read_text())
+
+
+def test_repro_writes_every_declared_output(project):
+    root = project.root
+    assert len(pd.read_csv(root / "data/raw/metadata.csv")) == 80
+    split = pd.read_csv(root / "data/interim/split.csv")
+    assert set(split["split"]) == {"train", "val", "test"}
+    assert (split.groupby("group")["split"].nunique() == 1).all()
+    assert list((root / "data/processed/prepared").glob("train-*.npz"))
+    assert list((root / "data/processed/augmented").glob("train-*.npz"))
+    for name in TINY["backbones"]:
+        for path in (f"models/{name}/head.keras", f"models/{name}/model.keras",
+                     f"metrics/plots/{name}/roc.json", f"metrics/plots/{name}/confusion.csv",
+                     f"metrics/training/{name}/train/metrics.json"):
+            assert (root / path).exists(), path
+        scores = _read_json(project, f"metrics/backbones/{name}.json")
+        assert set(scores) >= METRIC_KEYS, name
+        assert 0.0 <= scores["roc_auc"] <= 1.0
+        predictions = pd.read_csv(root / f"metrics/predictions/{name}.csv")
+        assert list(predictions.columns) == ["image", "benign", "malignant"]
+        assert len(predictions) == (split["split"] == "test").sum()
+    summary = _read_json(project, "metrics/summary.json")
+    assert summary["best"] in TINY["backbones"]
+    assert "| 1 |" in (root / "metrics/leaderboard.md").read_text()
+    assert "up to date" in project.dvc("status").stdout
+
+
+def test_metrics_show_lists_every_backbone_and_dag_shows_the_chain(project):
+    shown = project.dvc("metrics", "show", "--json").stdout
+    for name in TINY["backbones"]:
+        assert f"metrics/backbones/{name}.json" in shown
+    dag = project.dvc("dag", "--md").stdout
+    for stage in ("download", "split", "prepare", "augment", "train@small_cnn",
+                  "finetune@small_cnn", "evaluate@small_cnn", "compare"):
+        assert stage in dag, stage
+
+
+def test_one_backbone_change_reruns_only_its_stages_and_compare(project):
+    project.set_params({"models": {"small_cnn": {"finetune": {"lr": 1.0e-3}}}})
+    status = project.dvc("status", "--json").stdout
+    assert set(json.loads(status)) == {"finetune@small_cnn"}
+    ran = project.stages_run(project.dvc("repro").stdout)
+    assert ran == {"finetune@small_cnn", "evaluate@small_cnn", "compare"}
+    project.git("add", "-A")
+    project.git("commit", "-qm", "small_cnn: finetune lr 1e-3")
+
+    diff = json.loads(project.dvc("metrics", "diff", "HEAD~1", "--json").stdout)
+    changed = diff.get("metrics/backbones/small_cnn.json", {})
+    assert changed, f"no metric changed for small_cnn: {diff}"
+    assert "metrics/backbones/small_functional_cnn.json" not in diff
+
+
+def test_augment_change_reruns_augment_and_everything_after(project):
+    project.set_params({"augment": {"hue": 0.05}})
+    assert set(json.loads(project.dvc("status", "--json").stdout)) == {"augment"}
+    dry = project.dvc("repro", "--dry").stdout
+    assert {"augment", "train@small_cnn", "train@small_functional_cnn"} <= project.stages_run(
+        dry)
+    assert not {"download", "split", "prepare"} & project.stages_run(dry)
+    project.git("checkout", "params.yaml")
+
+
+def test_training_is_reproducible_on_cpu(project):
+    before = _read_json(project, "metrics/backbones/small_functional_cnn.json")
+    project.dvc("repro", "--force", "--single-item", "train@small_functional_cnn")
+    project.dvc("repro")
+    assert _read_json(project, "metrics/backbones/small_functional_cnn.json") == before
+
+
+@pytest.mark.skipif(not UDA1_DIR.exists(), reason=f"{UDA1_DIR} not found (../shared/data)")
+def test_whole_pipeline_on_real_isic_images(tmp_path):
+    """The 400 UDA-1 dermoscopy images, through every stage (tiny epochs, 32 px)."""
+    project = Project.copy_of_repo(tmp_path, merge(TINY, {
+        "data": {"source": "local", "local": {"path": str(UDA1_DIR), "layout": "auto"}},
+        "backbones": ["small_cnn"],
+    }))
+    project.dvc("repro")
+    raw = pd.read_csv(project.root / "data/raw/metadata.csv")
+    assert len(raw) == 400 and (raw["benign_malignant"] == "malignant").sum() == 114
+    assert (project.root / "data/raw/attribution.txt").exists()
+    split = pd.read_csv(project.root / "data/interim/split.csv")
+    assert len(split) == 400
+    rejected = pd.read_csv(project.root / "data/interim/rejected.csv")
+    assert rejected.empty, rejected
+    scores = _read_json(project, "metrics/backbones/small_cnn.json")
+    assert scores["n_images"] == (split["split"] == "test").sum()

@@ -1,0 +1,59 @@
+"""Grouped, stratified, seeded splitting."""
+
+import pandas as pd
+import pytest
+
+from stages.split import assign_splits, check_class_sizes, link_groups
+
+
+def _items(n_lesions: int, images_per_lesion: int, malignant_every: int = 3) -> pd.DataFrame:
+    rows = []
+    for lesion in range(n_lesions):
+        for k in range(images_per_lesion):
+            rows.append({
+                "isic_id": f"IMG_{lesion:04d}_{k}",
+                "lesion_id": f"L{lesion}",
+                "patient_id": f"P{lesion // 2}",  # two lesions per patient
+                "label": "malignant" if lesion % malignant_every == 0 else "benign",
+            })
+    return pd.DataFrame(rows)
+
+
+def test_link_groups_joins_lesions_and_patients_transitively():
+    items = pd.DataFrame({
+        "isic_id": ["a", "b", "c", "d", "e"],
+        "lesion_id": ["L1", "L1", "L2", "", ""],
+        "patient_id": ["", "P1", "P1", "", "P9"],
+    })
+    groups = link_groups(items)
+    assert groups[0] == groups[1] == groups[2]  # a~b by lesion, b~c by patient
+    assert len({groups[0], groups[3], groups[4]}) == 3
+
+
+def test_no_patient_or_lesion_in_two_splits_and_fractions_hold():
+    items = _items(n_lesions=120, images_per_lesion=2)
+    frame = items.assign(group=link_groups(items))
+    split = assign_splits(frame, val=0.15, test=0.2, seed=1)
+    frame["split"] = split
+    for key in ("lesion_id", "patient_id"):
+        assert (frame.groupby(key)["split"].nunique() == 1).all(), key
+    shares = split.value_counts(normalize=True)
+    assert 0.12 < shares["test"] < 0.28 and 0.08 < shares["val"] < 0.22
+    for part in ("train", "val", "test"):  # stratified: every split keeps the class balance
+        malignant = (frame.loc[split == part, "label"] == "malignant").mean()
+        assert 0.2 < malignant < 0.5, part
+
+
+def test_split_is_seeded():
+    items = _items(60, 1)
+    frame = items.assign(group=link_groups(items))
+    assert assign_splits(frame, 0.15, 0.2, seed=7).equals(assign_splits(frame, 0.15, 0.2, seed=7))
+    assert not assign_splits(frame, 0.15, 0.2, seed=7).equals(
+        assign_splits(frame, 0.15, 0.2, seed=8))
+
+
+def test_class_with_too_few_groups_is_named():
+    frame = pd.DataFrame({"label": ["nevus"] * 10 + ["dermatofibroma"] * 2,
+                          "group": [f"g{i}" for i in range(12)]})
+    with pytest.raises(ValueError, match="'dermatofibroma' has 2 lesion/patient group"):
+        check_class_sizes(frame)
