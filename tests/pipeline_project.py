@@ -29,7 +29,7 @@ TINY = {
 def merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
-        out[key] = merge(base[key], value) if isinstance(value, dict) else value
+        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
     return out
 
 
