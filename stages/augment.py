@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from stages.core.errors import run_stage
 from stages.core.params import get, load_params, number
 from stages.core.shards import read_meta, read_split, write_meta, write_split
 
@@ -86,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("augment", main)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stages.core.errors import run_stage
 from stages.core.params import choice, get, load_params
 
 METRICS_DIR = Path("metrics/backbones")
@@ -38,7 +39,7 @@ def main() -> None:
     for name in get(params, "backbones"):
         path = METRICS_DIR / f"{name}.json"
         if not path.exists():
-            raise SystemExit(f"compare: {path} missing; run `dvc repro evaluate@{name}`")
+            raise FileNotFoundError(f"{path} missing; run `dvc repro evaluate@{name}`")
         scores[name] = json.loads(path.read_text())
     rows = leaderboard(scores, rank_by)
     best = rows[0]["backbone"]
@@ -51,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("compare", main)

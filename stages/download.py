@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from stages.core.errors import PipelineError, run_stage
 from stages.core.params import choice, get, load_params, number
 from stages.core.reports import write_rejected
 from stages.core.sources import isic_archive, local, synthetic
@@ -71,7 +72,7 @@ def main() -> None:
     elif source == "local":
         path = get(params, "data.local.path")
         if not path or not Path(path).is_dir():
-            raise SystemExit(f"params.yaml: data.local.path {path!r} is not a folder")
+            raise PipelineError(f"params.yaml: data.local.path {path!r} is not a folder")
         import_folder(Path(path), get(params, "data.local.layout"), RAW_DIR, max_rejected)
     else:
         with tempfile.TemporaryDirectory(dir=RAW_DIR.parent) as staging:
@@ -85,7 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (isic_archive.ArchiveUnreachableError, ValueError) as err:
-        raise SystemExit(f"download: {err}") from None
+    run_stage("download", main)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from stages.core.classifier import load_model
+from stages.core.errors import run_stage
 from stages.core.metrics import classification_metrics, curve_points
 from stages.core.shards import read_split
 
@@ -51,4 +52,4 @@ def main(backbone: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("backbone", help="a key under `models:` in params.yaml")
-    main(parser.parse_args().backbone)
+    run_stage("evaluate", main, parser.parse_args().backbone)

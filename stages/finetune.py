@@ -19,6 +19,7 @@ from stages.core.classifier import (
     unfreeze_backbone,
     write_model,
 )
+from stages.core.errors import run_stage
 from stages.core.params import get, load_params, model_config
 from stages.core.training import fit_logged, seed_everything, training_data
 
@@ -49,4 +50,4 @@ def main(backbone: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("backbone", help="a key under `models:` in params.yaml")
-    main(parser.parse_args().backbone)
+    run_stage("finetune", main, parser.parse_args().backbone)

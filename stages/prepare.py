@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from stages.core.errors import run_stage
 from stages.core.images import ImageError, load_image
 from stages.core.params import load_params, number
 from stages.core.reports import write_rejected
@@ -78,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("prepare", main)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from stages.core.errors import PipelineError, run_stage
 from stages.core.params import choice, get, load_params, number
 from stages.core.reports import write_rejected
 from stages.core.sources import local
@@ -54,7 +55,7 @@ def check_class_sizes(frame: pd.DataFrame) -> None:
     small = groups[groups < 3]
     if len(small):
         detail = ", ".join(f"'{c}' has {n} lesion/patient group(s)" for c, n in small.items())
-        raise ValueError(
+        raise PipelineError(
             f"too few images to split: {detail}; each class needs at least 3 (one per split). "
             "Add images, drop the class from the source, or use task: binary."
         )
@@ -105,7 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ValueError as err:
-        raise SystemExit(f"split: {err}") from None
+    run_stage("split", main)

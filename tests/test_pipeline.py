@@ -115,3 +115,41 @@ def test_whole_pipeline_on_real_isic_images(tmp_path):
     assert rejected.empty, rejected
     scores = _read_json(project, "metrics/backbones/small_cnn.json")
     assert scores["n_images"] == (split["split"] == "test").sum()
+
+
+def _ham10000_folder(root, count: int = 90):
+    """A HAM10000-layout folder (three diagnoses, two image folders) of synthetic images."""
+    from stages.core.sources.synthetic import generate
+
+    staging = root / "staging"
+    meta = generate(staging, count=count, size=48, malignant_fraction=0.3, seed=3)
+    ham = root / "HAM10000"
+    rows = []
+    for k, row in enumerate(meta.itertuples()):
+        part = ham / f"HAM10000_images_part_{1 + k % 2}"
+        part.mkdir(parents=True, exist_ok=True)
+        (staging / f"{row.isic_id}.jpg").rename(part / f"{row.isic_id}.jpg")
+        dx = "mel" if row.diagnosis == "melanoma" else ("nv", "bkl")[k % 2]
+        rows.append({"lesion_id": row.lesion_id, "image_id": row.isic_id, "dx": dx,
+                     "dx_type": "histo", "age": 50, "sex": "male", "localization": "back"})
+    pd.DataFrame(rows).to_csv(ham / "HAM10000_metadata.csv", index=False)
+    return ham
+
+
+def test_multiclass_task_on_a_ham10000_folder(tmp_path):
+    ham = _ham10000_folder(tmp_path)
+    project = Project.copy_of_repo(tmp_path / "repo", merge(TINY, {
+        "task": "multiclass",
+        "data": {"source": "local", "local": {"path": str(ham), "layout": "auto"}},
+        "backbones": ["small_functional_cnn"],
+    }))
+    project.dvc("repro")
+    split = pd.read_csv(project.root / "data/interim/split.csv")
+    assert set(split["label"]) == {"melanoma", "nevus", "benign keratosis"}
+    meta = pd.read_csv(ham / "HAM10000_metadata.csv")
+    lesion_of = dict(zip(meta["image_id"], meta["lesion_id"], strict=True))
+    assert (split.groupby(split["isic_id"].map(lesion_of))["split"].nunique() == 1).all()
+    predictions = pd.read_csv(project.root / "metrics/predictions/small_functional_cnn.csv")
+    assert list(predictions.columns) == ["image", "benign keratosis", "melanoma", "nevus"]
+    scores = _read_json(project, "metrics/backbones/small_functional_cnn.json")
+    assert len(scores["confusion_matrix"]["rows_true_cols_pred"]) == 3

@@ -307,3 +307,14 @@ def test_large_folder_is_fast(tmp_path: Path) -> None:
     items, rejected = read_source(tmp_path)
     assert len(items) == n and rejected.empty
     assert time.perf_counter() - start < 5
+
+
+def test_canonical_vocabulary_reads_back_as_itself():
+    """download writes canonical names into data/raw/metadata.csv; split reads them again."""
+    from stages.core.labels import DIAGNOSES, isic_labels
+
+    meta = pd.DataFrame({"isic_id": [f"I{i}" for i in range(len(DIAGNOSES))],
+                         "benign_malignant": [""] * len(DIAGNOSES), "diagnosis": DIAGNOSES})
+    labels = isic_labels(meta)
+    assert list(labels["diagnosis"]) == list(DIAGNOSES)
+    assert (labels["reason"] == "").all()

@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from stages.core.errors import PipelineError
 from stages.split import assign_splits, check_class_sizes, link_groups
 
 
@@ -55,5 +56,5 @@ def test_split_is_seeded():
 def test_class_with_too_few_groups_is_named():
     frame = pd.DataFrame({"label": ["nevus"] * 10 + ["dermatofibroma"] * 2,
                           "group": [f"g{i}" for i in range(12)]})
-    with pytest.raises(ValueError, match="'dermatofibroma' has 2 lesion/patient group"):
+    with pytest.raises(PipelineError, match="'dermatofibroma' has 2 lesion/patient group"):
         check_class_sizes(frame)

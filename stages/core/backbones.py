@@ -17,9 +17,10 @@ import keras
 import numpy as np
 
 from stages.core import lite0
+from stages.core.errors import PipelineError
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(PipelineError):
     """Pretrained weights were asked for but cannot be loaded; the message says what to do."""
 
 

@@ -46,11 +46,12 @@ def _invert(table: dict[str, list[str]]) -> dict[str, str]:
 
 # Legacy isic-cli ``diagnosis`` (ISIC archive enum); BKL = seborrheic keratosis, solar lentigo,
 # lichen planus-like keratosis; VASC = angiomas, angiokeratomas, pyogenic granulomas, hemorrhage
-# (ISIC 2018 / HAM10000 class definitions).
+# (ISIC 2018 / HAM10000 class definitions). Every canonical name maps to itself: split re-reads
+# the canonical metadata.csv that download wrote.
 LEGACY = _invert({
     MEL: ["melanoma", "melanoma metastasis"], NV: ["nevus", "nevus spilus"],
     BCC: ["basal cell carcinoma"], SCC: ["squamous cell carcinoma"], AK: ["actinic keratosis"],
-    BKL: ["seborrheic keratosis", "solar lentigo", "lichenoid keratosis",
+    BKL: ["benign keratosis", "seborrheic keratosis", "solar lentigo", "lichenoid keratosis",
           "pigmented benign keratosis"],
     DF: ["dermatofibroma"], VASC: ["vascular lesion", "angioma", "angiokeratoma",
                                    "pyogenic granuloma"],

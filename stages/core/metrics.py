@@ -11,8 +11,11 @@ from sklearn import metrics as skm
 
 
 def positive_class(classes: list[str]) -> int:
-    """The class whose probability is the binary score: malignant when present."""
-    return classes.index("malignant") if "malignant" in classes else len(classes) - 1
+    """The class whose probability is the curves' score: malignant, else melanoma, else last."""
+    for name in ("malignant", "melanoma"):
+        if name in classes:
+            return classes.index(name)
+    return len(classes) - 1
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:

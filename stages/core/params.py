@@ -13,10 +13,12 @@ from typing import Any
 
 import yaml
 
+from stages.core.errors import PipelineError
+
 PARAMS_FILE = Path("params.yaml")
 
 
-class ParamsError(ValueError):
+class ParamsError(PipelineError, ValueError):
     """A value in params.yaml is missing or out of range; the message names the key."""
 
 

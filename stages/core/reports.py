@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from stages.core.errors import PipelineError
 
-class TooManyRejectedError(RuntimeError):
+
+class TooManyRejectedError(PipelineError):
     """More input was unusable than params allow; the report names every item."""
 
 

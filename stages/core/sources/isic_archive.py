@@ -13,14 +13,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from stages.core.errors import PipelineError
+
 API_URL = "https://api.isic-archive.com/api/v2/"
 
 
-class ArchiveUnreachableError(RuntimeError):
+class ArchiveUnreachableError(PipelineError):
     """The ISIC Archive did not answer; the message says how to proceed offline."""
 
 
-def check_reachable(url: str = API_URL, timeout: float = 5.0) -> None:
+def check_reachable(url: str | None = None, timeout: float = 5.0) -> None:
+    url = url or API_URL
     try:
         urllib.request.urlopen(url, timeout=timeout).close()
     except urllib.error.HTTPError:
