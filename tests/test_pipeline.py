@@ -54,10 +54,15 @@ def test_repro_writes_every_declared_output(project):
     assert "up to date" in project.dvc("status").stdout
 
 
-def test_metrics_show_lists_every_backbone_and_dag_shows_the_chain(project):
+def test_metrics_plots_and_dag_list_every_backbone(project):
     shown = project.dvc("metrics", "show", "--json").stdout
     for name in TINY["backbones"]:
         assert f"metrics/backbones/{name}.json" in shown
+    plots = project.dvc("plots", "show", "--json").stdout
+    for name in TINY["backbones"]:
+        for plot in ("roc.json", "precision_recall.json", "confusion.csv"):
+            assert f"metrics/plots/{name}/{plot}" in plots, plot
+        assert f"metrics/training/{name}/finetune/plots/metrics" in plots
     dag = project.dvc("dag", "--md").stdout
     for stage in ("download", "split", "prepare", "augment", "train@small_cnn",
                   "finetune@small_cnn", "evaluate@small_cnn", "compare"):
