@@ -1,5 +1,6 @@
 # make repro — create .venv and rebuild the pipeline (dvc repro of params.yaml)
 # make test  — create .venv and run the tests (what CI runs)
+# make serve — the web app on http://127.0.0.1:8000 (after make repro)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,6 +25,9 @@ test: venv lint
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow"
+
+serve: venv
+	$(BIN)/python -m stages.serve
 
 lint: venv
 	$(BIN)/ruff check .
