@@ -1,8 +1,10 @@
 """Stage prepare: decode every image once → data/processed/prepared/<split>-NNNNN.npz shards.
 
-Decoding is the slow part of the pipeline, so it happens here only, on all cores, streaming
-a chunk at a time (memory stays flat however many images there are). An image that cannot
-be decoded is listed in data/interim/rejected.csv and the rest go on.
+Decoding is the slow part of the pipeline, so it happens here only, on all cores, streaming:
+worker processes decode (JPEGs at reduced scale, see core/images.py), the main process
+writes each shard as soon as it is full, so memory holds one shard of small images however
+many images there are. An image that cannot be decoded is listed in data/interim/rejected.csv
+and the rest go on; the stage stops only past prepare.max_rejected_fraction.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.core.errors import run_stage
+from stages.core.errors import PipelineError, run_stage
 from stages.core.images import ImageError, load_image
 from stages.core.params import load_params, number
-from stages.core.reports import write_rejected
+from stages.core.reports import check_rejected, write_report
 from stages.core.shards import write_meta, write_split
 
 RAW_DIR = Path("data/raw")
@@ -27,6 +29,7 @@ SPLIT_FILE = Path("data/interim/split.csv")
 OUT_DIR = Path("data/processed/prepared")
 REJECTED_FILE = Path("data/interim/rejected.csv")
 SPLITS = ("train", "val", "test")
+MAX_KEY = "prepare.max_rejected_fraction"
 
 
 def decode(path: Path, size: int) -> np.ndarray | str:
@@ -37,10 +40,18 @@ def decode(path: Path, size: int) -> np.ndarray | str:
         return str(err)
 
 
+def workers() -> int:
+    """The cores this process may use (a container's CPU set, not the host's count)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, 8))
+
+
 def decoded_items(
     rows: pd.DataFrame, size: int, pool, rejected: list[dict], progress: str
 ) -> Iterator[tuple[np.ndarray, int, str]]:
+    """(image, label, id) in split.csv order; each failure appended to `rejected` instead."""
     paths = [RAW_DIR / name for name in rows["image"]]
+    # imap keeps the order and hands results over as they come: nothing piles up here.
     results = pool.imap(partial(decode, size=size), paths, chunksize=16)
     for done, (result, label, isic_id, name) in enumerate(
         zip(results, rows["label_index"], rows["isic_id"], rows["image"], strict=True), 1
@@ -49,7 +60,7 @@ def decoded_items(
             rejected.append({"item": name, "reason": result})
         else:
             yield result, int(label), isic_id
-        if done % 500 == 0 or done == len(rows):
+        if done % 1000 == 0 or done == len(rows):
             print(f"  {progress}: {done}/{len(rows)} images decoded", flush=True)
 
 
@@ -57,6 +68,7 @@ def main() -> None:
     params = load_params()
     size = number(params, "prepare.size", 16, 1024, integer=True)
     shard_size = number(params, "prepare.shard_size", 1, 1_000_000, integer=True)
+    max_rejected = number(params, MAX_KEY, 0.0, 1.0)
     frame = pd.read_csv(SPLIT_FILE, dtype=str, keep_default_na=False)
     classes = sorted(frame["label"].unique())
     frame["label_index"] = frame["label"].map(classes.index)
@@ -65,16 +77,26 @@ def main() -> None:
     for old in OUT_DIR.glob("*.npz"):
         old.unlink()
     rejected: list[dict] = []
-    counts = {}
-    with Pool(min(os.cpu_count() or 1, 8)) as pool:
+    counts: dict[str, int] = {}
+    with Pool(workers()) as pool:
         for split in SPLITS:
             rows = frame[frame["split"] == split]
             items = decoded_items(rows, size, pool, rejected, split)
-            counts[split] = write_split(OUT_DIR, split, items, shard_size)
+            try:
+                counts[split] = write_split(OUT_DIR, split, items, shard_size)
+            except ValueError as err:
+                if "no images left" not in str(err):
+                    raise
+                counts[split] = 0  # every image of this split was rejected
+    # The report comes first, so that whatever stops the stage below, it names every item.
+    write_report(pd.DataFrame(rejected), REJECTED_FILE)
+    check_rejected(len(rejected), sum(counts.values()), max_rejected, REJECTED_FILE, MAX_KEY)
+    empty = [split for split, n in counts.items() if n == 0]
+    if empty:
+        raise PipelineError(f"no usable images left in the {' and '.join(empty)} split(s); "
+                            f"see {REJECTED_FILE}")
     write_meta(OUT_DIR, {"classes": classes, "image_size": size, "shard_size": shard_size,
                          "counts": counts})
-    write_rejected(pd.DataFrame(rejected), REJECTED_FILE, sum(counts.values()),
-                   number(params, "prepare.max_rejected_fraction", 0.0, 1.0))
     print(f"prepared {counts} at {size}x{size} px into {OUT_DIR}")
 
 

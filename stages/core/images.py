@@ -3,21 +3,32 @@
 Training and serving must see identical pixels, so there is exactly one path from a file (or
 uploaded bytes) to the model's input: decode → upright → RGB uint8 → square at working size.
 Normalisation for a backbone happens inside the model, never here.
+
+Whatever the file holds, `load_image` either returns that array or raises `ImageError` with a
+reason fit for a rejected-items report: it never crashes on bad data and never allocates
+more than `Image.MAX_IMAGE_PIXELS` decoded pixels for one image.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-# Pillow refuses images above twice this many pixels; a real dermoscope makes ~25 MP at most,
-# so anything far above is a decompression bomb, not a photo.
+# The most pixels we ever decode for one image. Pillow warns above this and refuses above
+# twice it; a real dermoscope makes ~25 MP at most, so anything far above is a
+# decompression bomb (or a scan of a whole slide), not a photo.
 Image.MAX_IMAGE_PIXELS = 100_000_000
+
+_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+# What Pillow's decoders raise on damaged data, besides OSError (truncated, broken stream).
+_CORRUPT = (OSError, SyntaxError, EOFError, struct.error, zlib.error, IndexError, TypeError)
 
 
 class ImageError(ValueError):
@@ -29,13 +40,74 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         # 16-bit and float grayscale: Pillow's convert("RGB") would clip, so rescale to 8 bits.
         arr = np.asarray(img, dtype=np.float64)
         top = arr.max() if arr.max() > 0 else 1.0
-        img = Image.fromarray((arr * (255.0 / top)).astype(np.uint8), mode="L")
+        img = Image.fromarray((arr * (255.0 / top)).clip(0, 255).astype(np.uint8), mode="L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         # Transparent pixels carry no skin; put them on black like a dermoscope's border.
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         img = Image.alpha_composite(background, rgba)
-    return img.convert("RGB")
+    try:
+        return img.convert("RGB")
+    except ValueError as err:  # e.g. LAB, which Pillow cannot convert to RGB
+        raise ImageError(f"unsupported colour mode {img.mode}") from err
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation. A damaged EXIF block leaves the pixels as stored: better an
+    image the wrong way up (dermoscopy has no 'up'; augment rotates anyway) than one lost."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except _CORRUPT + (ValueError, KeyError):
+        return img
+
+
+def _rewind(source: str | Path | BinaryIO) -> str | Path | BinaryIO:
+    if hasattr(source, "seek"):
+        source.seek(0)
+    return source
+
+
+def _open_huge_jpeg(source: str | Path | BinaryIO, size: int, err: Exception) -> Image.Image:
+    """A JPEG above the pixel limit, opened so that it decodes at reduced scale, or refused.
+
+    Image.open refuses it before draft() could shrink it, but the refusal is about decoded
+    pixels, and libjpeg can decode a baseline JPEG straight to 1/2, 1/4 or 1/8 scale using
+    buffers of that size. So we open the header directly (JpegImageFile skips Image.open's
+    check), ask for the scale, and go on only if the pixels it will decode fit the limit.
+    Progressive JPEGs keep every full-size DCT coefficient in memory whatever the scale, so
+    they are refused, as is everything that is not a JPEG.
+    """
+    limit = Image.MAX_IMAGE_PIXELS or 0
+    try:
+        img = JpegImagePlugin.JpegImageFile(_rewind(source))
+    except _CORRUPT as not_jpeg:
+        raise ImageError(f"too many pixels (possible decompression bomb): {err}") from not_jpeg
+    width, height = img.size
+    if img.info.get("progressive"):
+        img.close()
+        raise ImageError(f"too many pixels: progressive JPEG of {width}x{height} px, more "
+                         f"than {limit:,} and progressive JPEGs cannot be decoded at reduced "
+                         "scale")
+    img.draft("RGB", (2 * size, 2 * size))
+    if img.size[0] * img.size[1] > limit:
+        img.close()
+        raise ImageError(f"too many pixels: JPEG of {width}x{height} px is still "
+                         f"{img.size[0]}x{img.size[1]} at 1/8 scale, more than {limit:,}")
+    return img
+
+
+def _open(source: str | Path | BinaryIO, size: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between the limit and twice it; we refuse from the limit on.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(source)
+    except _BOMB as err:
+        return _open_huge_jpeg(source, size, err)
+    # JPEG: let libjpeg decode at 1/2, 1/4 or 1/8 scale; a 4000 px photo destined for 96 px
+    # never needs its full-size pixels in memory. (A no-op for other formats.)
+    img.draft("RGB", (2 * size, 2 * size))
+    return img
 
 
 def load_image(source: str | Path | bytes | BinaryIO, size: int) -> np.ndarray:
@@ -47,20 +119,20 @@ def load_image(source: str | Path | bytes | BinaryIO, size: int) -> np.ndarray:
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
-                # JPEG: let libjpeg decode at 1/2, 1/4 or 1/8 scale; a 4000 px photo
-                # destined for 128 px never needs its full-size pixels in memory.
-                img.draft("RGB", (2 * size, 2 * size))
-                img = ImageOps.exif_transpose(img)
-                img = _to_rgb(img)
-                img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-                return np.asarray(img, dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"too many pixels (possible decompression bomb): {err}") from err
+        with _open(source, size) as img:
+            rgb = _to_rgb(_upright(img))
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+            return np.asarray(rgb, dtype=np.uint8)
+    except ImageError:
+        raise
+    except FileNotFoundError as err:
+        raise ImageError("image file missing") from err
+    except (IsADirectoryError, PermissionError) as err:
+        raise ImageError(f"cannot read the file: {err.strerror}") from err
     except UnidentifiedImageError as err:
         raise ImageError("not an image Pillow can read") from err
-    except (OSError, SyntaxError, ValueError) as err:
-        # Truncated or corrupt data surfaces from the decoder as OSError/SyntaxError.
+    except _BOMB as err:  # a frame or tile of a multi-part file, checked at load time
+        raise ImageError(f"too many pixels (possible decompression bomb): {err}") from err
+    except (*_CORRUPT, ValueError) as err:
+        # Truncated or corrupt data surfaces from the decoders as one of these.
         raise ImageError(f"corrupt or truncated image: {err}") from err

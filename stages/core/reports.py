@@ -2,32 +2,56 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from stages.core.errors import PipelineError
 
+COLUMNS = ["item", "reason"]
+
 
 class TooManyRejectedError(PipelineError):
     """More input was unusable than params allow; the report names every item."""
 
 
-def write_rejected(rejected: pd.DataFrame, path: Path, kept: int, max_fraction: float) -> None:
-    """Write the report (always, even empty), summarise it, and stop if too much was lost."""
+def reason_kind(reason: str) -> str:
+    """The reason without its per-item detail, so the summary groups like with like:
+    "corrupt or truncated image: broken data stream ..." -> "corrupt or truncated image"."""
+    return reason.split(":")[0].split(" (")[0].strip()
+
+
+def write_report(rejected: pd.DataFrame, path: Path) -> None:
+    """Write the report (always, even empty) atomically, so a killed stage never leaves half a
+    report behind, and summarise it on the terminal: one line per kind, with an example."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rejected = rejected.reindex(columns=["item", "reason"])
-    rejected.to_csv(path, index=False)
-    total = kept + len(rejected)
+    rejected = rejected.reindex(columns=COLUMNS)
+    tmp = path.with_name(f".{path.name}.tmp")
+    rejected.to_csv(tmp, index=False)
+    os.replace(tmp, path)
     if len(rejected):
-        print(f"{len(rejected)} of {total} items rejected (see {path}):")
-        for reason, count in rejected["reason"].value_counts().head(10).items():
-            print(f"  {count:6d}  {reason}")
+        print(f"{len(rejected)} items rejected, each listed with its reason in {path}:")
+        kinds = rejected.assign(kind=rejected["reason"].astype(str).map(reason_kind))
+        for kind, group in sorted(kinds.groupby("kind"), key=lambda kg: -len(kg[1]))[:10]:
+            print(f"  {len(group):6d}  {kind}  (e.g. {group['item'].iloc[0]})")
+
+
+def check_rejected(n_rejected: int, kept: int, max_fraction: float, path: Path,
+                   key: str = "max_rejected_fraction") -> None:
+    """Stop, with one line naming the report and the param, if too much input was unusable."""
+    total = kept + n_rejected
     if kept == 0:
-        raise TooManyRejectedError(f"no usable items left; every one is listed in {path}")
-    if len(rejected) / total > max_fraction:
         raise TooManyRejectedError(
-            f"{len(rejected)} of {total} items rejected ({len(rejected) / total:.1%}), more "
-            f"than max_rejected_fraction={max_fraction}; fix the input (see {path}) or raise "
-            "the threshold in params.yaml"
-        )
+            f"no usable items left: all {total} were rejected, each listed in {path}")
+    if n_rejected / total > max_fraction:
+        raise TooManyRejectedError(
+            f"{n_rejected} of {total} items rejected ({n_rejected / total:.1%}), more than "
+            f"{key}={max_fraction}; fix the input (see {path}) or raise {key} in params.yaml")
+
+
+def write_rejected(rejected: pd.DataFrame, path: Path, kept: int, max_fraction: float,
+                   key: str = "max_rejected_fraction") -> None:
+    """Write and summarise the report, then stop if too much was lost (see check_rejected)."""
+    write_report(rejected, path)
+    check_rejected(len(rejected), kept, max_fraction, path, key)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from stages.core.errors import PipelineError
 from stages.core.labels import (
     CHALLENGE_CODES,
     challenge_labels,
@@ -89,16 +90,41 @@ def _text(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame[column].fillna("").astype(str).str.strip().astype(object)
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    # Everything as text: ids like "0012" and one-hot "1.0" must survive untouched.
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    frame.columns = [c.strip() for c in frame.columns]
-    frame["_where"] = path.name + " row " + pd.Series(range(2, len(frame) + 2)).astype(str)
-    return frame
+def _read_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A metadata CSV as text (ids like "0012" and one-hot "1.0" must survive untouched).
+
+    Returns (rows, rejected). A row with more fields than the header (an unquoted comma in a
+    free-text column, say) cannot be read without guessing which field is which, so it is
+    rejected; a shorter row is padded with blanks, as spreadsheets write them.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            records = list(csv.reader(handle))
+    except UnicodeDecodeError as err:
+        raise PipelineError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); "
+                            "save it as UTF-8") from err
+    except csv.Error as err:
+        raise PipelineError(f"{path}: not a readable CSV file ({err})") from err
+    if not records or not any(records[0]):
+        raise PipelineError(f"{path}: empty CSV file, no header row")
+    header = [c.strip() for c in records[0]]
+    rows, where, bad = [], [], []
+    for number, record in enumerate(records[1:], start=2):  # CSV row numbers, header = 1
+        if not any(field.strip() for field in record):
+            continue  # blank line
+        if len(record) > len(header):
+            bad.append({"item": f"{path.name} row {number}",
+                        "reason": f"row has {len(record)} fields, the header has {len(header)}"})
+            continue
+        rows.append(record + [""] * (len(header) - len(record)))
+        where.append(f"{path.name} row {number}")
+    frame = pd.DataFrame(rows, columns=header, dtype=object)
+    frame["_where"] = where
+    return frame, pd.DataFrame(bad, columns=["item", "reason"])
 
 
 def _assemble(meta: pd.DataFrame, keys: pd.Series, ids: pd.Series, labels: pd.DataFrame,
-              id_label: str, images: pd.DataFrame, drop: list[str],
+              id_label: str, images: pd.DataFrame, drop: list[str], bad_rows: pd.DataFrame,
               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Join metadata rows to image files and split them into (items, rejected).
 
@@ -146,25 +172,25 @@ def _assemble(meta: pd.DataFrame, keys: pd.Series, ids: pd.Series, labels: pd.Da
     extras = [c for c in meta.columns if c not in [*CANONICAL, *drop, "_where", "image_path"]]
     items = pd.concat([items, meta.loc[ok, extras]], axis=1)
     items["image_path"] = keys[ok].map(path_of)
-    rejected = pd.concat([rejected_rows, rejected_files], ignore_index=True)
+    rejected = pd.concat([bad_rows, rejected_rows, rejected_files], ignore_index=True)
     return items.reset_index(drop=True).astype(str), rejected.astype(str)
 
 
 def _read_isic_cli(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    meta = _read_csv(path / "metadata.csv")
+    meta, bad_rows = _read_csv(path / "metadata.csv")
     ids = _text(meta, "isic_id")
     return _assemble(meta, ids, ids, isic_labels(meta), "isic_id",
-                     _list_images(path, subfolders=False), [])
+                     _list_images(path, subfolders=False), [], bad_rows)
 
 
 def _read_ham10000(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     found = [p for p, h in _csv_files(path).items() if _is_ham(h)]
     if not found:
         raise ValueError(f"{path}: no HAM10000 metadata CSV (a CSV with image_id and dx)")
-    meta = _read_csv(found[0])
+    meta, bad_rows = _read_csv(found[0])
     ids = _text(meta, "image_id")
     return _assemble(meta, ids, ids, ham10000_labels(meta["dx"]), "image_id",
-                     _list_images(path, subfolders=True), ["image_id"])
+                     _list_images(path, subfolders=True), ["image_id"], bad_rows)
 
 
 def _read_challenge(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -172,9 +198,11 @@ def _read_challenge(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     found = [p for p, h in headers.items() if _is_ground_truth(h)]
     if not found:
         raise ValueError(f"{path}: no ground-truth CSV (an image column + one-hot classes)")
-    truth = pd.concat([_read_csv(p) for p in found], ignore_index=True)
+    parts = [_read_csv(p) for p in found]
+    truth = pd.concat([rows for rows, _ in parts], ignore_index=True)
+    bad_rows = pd.concat([bad for _, bad in parts], ignore_index=True)
     # Optional ISIC 2019 *Metadata*.csv (image, age_approx, anatom_site_general, lesion_id, sex)
-    extra = [_read_csv(p).drop(columns="_where") for p, h in headers.items()
+    extra = [_read_csv(p)[0].drop(columns="_where") for p, h in headers.items()
              if "metadata" in p.name.lower() and "image" in h and not _is_ground_truth(h)]
     if extra:
         info = pd.concat(extra, ignore_index=True).drop_duplicates("image")
@@ -186,7 +214,7 @@ def _read_challenge(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     ids = keys.str.removesuffix("_downsampled")
     codes = [c for c in truth.columns if c.upper() in CHALLENGE_CODES]
     return _assemble(truth, keys, ids, challenge_labels(truth[codes]), "image",
-                     _list_images(path, subfolders=True), ["image"])
+                     _list_images(path, subfolders=True), ["image"], bad_rows)
 
 
 def read_source(path: Path, layout: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame]:

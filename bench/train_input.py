@@ -1,0 +1,77 @@
+"""Is training fed at compute speed? Images/s through the real input pipeline vs from memory.
+
+    python bench/train_input.py --backbone mobilenet_v2 --backbone efficientnet_b0
+
+For each backbone (random weights: speed does not depend on them), at the working resolution
+of params.yaml (prepare.size, or --size), it trains the same model for the same number of
+steps twice in one run, alternating: once fed by shards.make_dataset (the tf.data pipeline
+train/finetune use: shuffle, batch, cast, one-hot, prefetch) and once from one batch already
+in memory as a tensor (compute only). The ratio pipeline/compute is the figure to watch: 1.0
+means the input pipeline never starves the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from stages.core.classifier import build_classifier, compile_classifier  # noqa: E402
+from stages.core.params import load_params, model_config  # noqa: E402
+from stages.core.shards import Split, make_dataset  # noqa: E402
+
+
+def images_per_second(model, dataset, steps: int, batch: int) -> float:
+    start = time.perf_counter()
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def bench(backbone: str, size: int, batch: int, steps: int, rounds: int) -> None:
+    params = load_params()
+    params["models"][backbone]["weights"] = None
+    cfg = model_config(params, backbone)
+    model = build_classifier(cfg, size, n_classes=2)
+    compile_classifier(model, 1e-4, 2)
+    rng = np.random.default_rng(0)
+    n = steps * batch
+    split = Split(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                  rng.integers(0, 2, n), np.array([str(i) for i in range(n)]))
+    pipeline = make_dataset(split, 2, batch, shuffle_seed=0).repeat()
+    x = tf.constant(split.images[:batch].astype("float32"))
+    y = tf.one_hot(split.labels[:batch], 2)
+    in_memory = tf.data.Dataset.from_tensors((x, y)).repeat()
+    images_per_second(model, pipeline, 3, batch)  # warm-up: graph tracing, allocations
+    images_per_second(model, in_memory, 3, batch)
+    fed, compute = [], []
+    for _ in range(rounds):  # alternate, so drifting machine load hits both alike
+        fed.append(images_per_second(model, pipeline, steps, batch))
+        compute.append(images_per_second(model, in_memory, steps, batch))
+    fed_m, compute_m = float(np.median(fed)), float(np.median(compute))
+    print(f"{backbone:>14} {size:>4}px batch {batch}: pipeline {fed_m:7.1f} img/s, "
+          f"in-memory {compute_m:7.1f} img/s, ratio {fed_m / compute_m:.3f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", action="append", help="models.<name> (repeatable)")
+    parser.add_argument("--size", type=int, help="pixels; default prepare.size")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    size = args.size or load_params()["prepare"]["size"]
+    for backbone in args.backbone or ["mobilenet_v2", "efficientnet_b0"]:
+        bench(backbone, size, args.batch, args.steps, args.rounds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Grad-CAM: where in the image the model looked when it scored a class.
+
+Selvaraju et al. (2017): take the last convolutional feature map A (h, w, k), the gradient of
+the class score with respect to it, average that gradient over space to get one weight per
+channel, and ReLU(sum_k weight_k * A_k) is the heatmap. Our models nest the backbone as one
+layer named "backbone", so `keras.Model(inputs, backbone.output)` does not connect (the
+backbone's output tensor lives in its own graph); instead the classifier is run in two
+halves, input → scaling → backbone (the feature map) and feature map → head, which works the
+same for Sequential, Functional and keras.applications backbones.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def _split(model: keras.Model) -> tuple[list[keras.layers.Layer], list[keras.layers.Layer]]:
+    """The layers up to and including the backbone, and those after it (the head).
+
+    The classifier is a chain (see classifier.build_classifier): scaling layers, backbone,
+    pool, dense/bn/dropout blocks, probs; model.layers lists them in that order.
+    """
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    names = [layer.name for layer in layers]
+    if "backbone" not in names:
+        raise ValueError(f"model '{model.name}' has no layer named 'backbone'")
+    cut = names.index("backbone") + 1
+    return layers[:cut], layers[cut:]
+
+
+def _run(layers: list[keras.layers.Layer], x: tf.Tensor) -> tf.Tensor:
+    for layer in layers:
+        x = layer(x, training=False)
+    return x
+
+
+def _class_score(head: list[keras.layers.Layer], features: tf.Tensor) -> tf.Tensor:
+    """The head's output before the softmax (logits) when the last layer is a softmax Dense.
+
+    Grad-CAM is defined on the pre-softmax score: a confident softmax saturates, its gradient
+    vanishes and the heatmap would come out blank exactly when the model is surest.
+    """
+    *body, last = head
+    x = _run(body, features)
+    if isinstance(last, keras.layers.Dense) and last.activation is keras.activations.softmax:
+        logits = tf.matmul(tf.cast(x, last.kernel.dtype), last.kernel)
+        return logits + last.bias if last.use_bias else logits
+    return last(x, training=False)
+
+
+def gradcam(model: keras.Model, image: np.ndarray, class_index: int | None = None) -> np.ndarray:
+    """Heatmap (size, size) in 0..1 for one uint8 image (size, size, 3) the model takes.
+
+    class_index defaults to the predicted class. An all-zero map means no region raised the
+    class score (every weighted channel was negative), not an error.
+    """
+    features_part, head = _split(model)
+    x = tf.convert_to_tensor(image[None].astype(np.float32))
+    features = _run(features_part, x)
+    with tf.GradientTape() as tape:
+        tape.watch(features)
+        scores = _class_score(head, features)
+        if class_index is None:
+            class_index = int(tf.argmax(scores[0]))
+        score = scores[:, class_index]
+    grads = tape.gradient(score, features)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # one per channel
+    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[0]
+    cam = cam.numpy().astype(np.float64)
+    top = cam.max()
+    cam = cam / top if top > 0 else np.zeros_like(cam)
+    size = image.shape[:2]
+    resized = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0].numpy()
+    return np.clip(resized, 0.0, 1.0).astype(np.float32)
+
+
+def colormap(heatmap: np.ndarray) -> np.ndarray:
+    """0..1 values → uint8 RGB in the classic 'jet' scale (blue cold, red hot).
+
+    Jet's piecewise-linear formula, so no plotting library is needed at serving time.
+    """
+    h = np.clip(heatmap, 0.0, 1.0)[..., None]
+    centres = np.array([0.75, 0.5, 0.25])  # where red, green, blue peak along the scale
+    rgb = np.clip(1.5 - np.abs(4.0 * (h - centres)), 0.0, 1.0)
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+    """The heatmap's colour map blended over a uint8 RGB image: (1 - alpha) image + alpha map.
+
+    The heatmap is resized to the image first, so a map computed at the model's size can be
+    laid over a larger picture of the same lesion.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if heatmap.shape != image.shape[:2]:
+        heatmap = tf.image.resize(heatmap[..., None], image.shape[:2])[..., 0].numpy()
+    colours = colormap(heatmap).astype(np.float32)
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
+    return blended.round().clip(0, 255).astype(np.uint8)

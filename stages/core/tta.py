@@ -1,0 +1,67 @@
+"""Test-time augmentation: average a model's probabilities over flipped and rotated copies.
+
+A dermoscopy photo has no "up": a lesion rotated by 90° or mirrored is the same lesion, so a
+classifier's answer should not depend on it. Averaging over the eight symmetries of the
+square (the dihedral group: identity, three rotations, and their mirror images) smooths out
+the orientation quirks a model picked up in training. Generic on purpose: it takes anything
+that maps a float32 batch to probabilities (a Keras model, a TFLite wrapper, a lambda), so
+evaluate can reuse it on the test split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+Predict = Callable[[np.ndarray], np.ndarray]  # float32 (n, h, w, 3) 0..255 → (n, classes)
+
+# Each transform maps a batch (n, h, w, c) to the same shape; rotations need square images,
+# which every prepared image is.
+TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "identity": lambda x: x,
+    "rot90": lambda x: np.rot90(x, 1, axes=(1, 2)),
+    "rot180": lambda x: np.rot90(x, 2, axes=(1, 2)),
+    "rot270": lambda x: np.rot90(x, 3, axes=(1, 2)),
+    "flip_lr": lambda x: x[:, :, ::-1],
+    "flip_ud": lambda x: x[:, ::-1],
+    "transpose": lambda x: np.swapaxes(x, 1, 2),
+    "transverse": lambda x: np.rot90(np.swapaxes(x, 1, 2), 2, axes=(1, 2)),
+}
+
+
+def as_predict(model: keras.Model | Predict, batch_size: int = 64) -> Predict:
+    """A Keras model → a batch function; anything else is assumed to be one already.
+
+    predict_on_batch runs the compiled graph without model.predict's per-call tf.data set-up
+    (3 ms instead of 45 ms for one small image), so chunk by hand instead.
+    """
+    if not isinstance(model, keras.Model):
+        return model
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        chunks = [np.asarray(model.predict_on_batch(batch[i:i + batch_size]))
+                  for i in range(0, len(batch), batch_size)]
+        return np.concatenate(chunks)
+
+    return predict
+
+
+def tta_predict(
+    model: keras.Model | Predict,
+    images: np.ndarray,
+    transforms: tuple[str, ...] = tuple(TRANSFORMS),
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Mean class probabilities over `transforms` of each uint8 image in the batch."""
+    if images.ndim != 4 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"expected a batch of square images (n, s, s, 3), got {images.shape}")
+    predict = as_predict(model, batch_size)
+    batch = images.astype(np.float32)
+    total = None
+    for name in transforms:
+        # ascontiguousarray: rotated views have negative strides, which TF will not take.
+        probs = predict(np.ascontiguousarray(TRANSFORMS[name](batch)))
+        total = probs if total is None else total + probs
+    return total / len(transforms)

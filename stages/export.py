@@ -1,0 +1,105 @@
+"""Stage export: the best model (metrics/summary.json) as a TensorFlow SavedModel and TFLite.
+
+models/export/saved_model/  for TF Serving or tf.saved_model.load (signature `serve`)
+models/export/model.tflite  for phones and edge devices; float16 weights when
+                            params.yaml export.float16 (half the size, ~1e-3 off)
+models/export/model.json    the model card: classes (the output order) and image size
+Both take what the Keras model takes: float32 RGB 0..255, (n, size, size, 3), scaling inside.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from stages.core.classifier import load_model
+from stages.core.errors import PipelineError, run_stage
+from stages.core.params import load_params
+
+SUMMARY_FILE = Path("metrics/summary.json")
+OUT_DIR = Path("models/export")
+
+
+def to_tflite(saved_model: Path, float16: bool) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    if float16:
+        # Weights stored as float16, computed in float32: the one quantization that needs
+        # no calibration images and keeps probabilities within ~1e-3.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def export_model(model: keras.Model, card: dict, out_dir: Path, float16: bool) -> None:
+    """SavedModel + TFLite + model card into out_dir, replacing what was there."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    saved = out_dir / "saved_model"
+    model.export(str(saved), format="tf_saved_model", verbose=False)
+    (out_dir / "model.tflite").write_bytes(to_tflite(saved, float16))
+    card = {**card, "exported_from": card.get("name"), "tflite_float16": float16}
+    (out_dir / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+
+
+def tflite_predict(path: Path, images: np.ndarray) -> np.ndarray:
+    """Probabilities from a .tflite file for a float32 batch: the check that export worked.
+
+    LiteRT (ai-edge-litert) is the interpreter's new home; TF 2.21 still ships the old one.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import warnings
+
+        import tensorflow as tf
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated"
+            Interpreter = tf.lite.Interpreter  # noqa: N806
+    interpreter = Interpreter(model_path=str(path))
+    inp = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inp["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], images.astype(np.float32))
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def export_settings(params: dict) -> bool:
+    """params.yaml export.float16 (default true)."""
+    float16 = (params.get("export") or {}).get("float16", True)
+    if not isinstance(float16, bool):
+        raise PipelineError(f"params.yaml: 'export.float16' must be true or false, "
+                            f"got {float16!r}")
+    return float16
+
+
+def main() -> None:
+    float16 = export_settings(load_params())
+    if not SUMMARY_FILE.exists():
+        raise FileNotFoundError(f"{SUMMARY_FILE} missing: run `dvc repro compare` first")
+    summary = json.loads(SUMMARY_FILE.read_text())
+    model, card = load_model(Path(summary["best_model"]))
+    export_model(model, card, OUT_DIR, float16)
+    # Check the exported files answer like the Keras model before calling it done.
+    size = int(card["image_size"])
+    images = np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)).astype(np.float32)
+    want = model.predict(images, verbose=0)
+    got = tflite_predict(OUT_DIR / "model.tflite", images)
+    gap = float(np.abs(got - want).max())
+    if gap > (2e-2 if float16 else 1e-3):
+        raise PipelineError(f"the TFLite model differs from the Keras model by {gap:.2g}")
+    tflite_mb = (OUT_DIR / "model.tflite").stat().st_size / 1e6
+    print(f"exported {summary['best']} to {OUT_DIR}/: saved_model/, model.tflite "
+          f"({tflite_mb:.1f} MB{', float16' if float16 else ''}; max |Δp| vs Keras {gap:.1e})")
+
+
+if __name__ == "__main__":
+    run_stage("export", main)

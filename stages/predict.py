@@ -1,0 +1,132 @@
+"""Classify lesion photos with a trained model: `python -m stages.predict IMAGE_OR_FOLDER...`.
+
+By default the best model of the last `dvc repro` (metrics/summary.json); --backbone NAME or
+--model PATH picks another. Prints each image's class probabilities and predicted class as a
+table, CSV or JSON; --isic-csv also writes the ISIC challenge submission layout. A file that
+cannot be read is reported on stderr (one line: the file and why) and the others still run;
+the exit code is non-zero only when no image at all could be classified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from stages.core.errors import run_stage
+from stages.core.images import ImageError
+from stages.core.predictor import Predictor, model_path
+
+# What a folder is expanded to; a file named on the command line is tried whatever its name.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Files as given; folders → their image files (recursively, sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*")
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(path)
+    return files
+
+
+def decode_all(predictor: Predictor, files: list[Path]) -> tuple[list[Path], np.ndarray | None]:
+    """The files that decoded and their pixels; each failure is one line on stderr."""
+    good, images = [], []
+    for path in files:
+        if not path.is_file():
+            print(f"{path}: skipped, file not found", file=sys.stderr)
+            continue
+        try:
+            images.append(predictor.decode(path))
+            good.append(path)
+        except ImageError as err:
+            print(f"{path}: skipped, {err}", file=sys.stderr)
+    return good, np.stack(images) if images else None
+
+
+def format_table(classes: list[str], rows: list[dict]) -> str:
+    header = ["image", *classes, "predicted"]
+    body = [[r["image"], *(f"{r['probabilities'][c]:.4f}" for c in classes), r["predicted"]]
+            for r in rows]
+    widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
+    # Image names left-aligned, numbers right-aligned: the usual way to read a table.
+    def line(cells: list[str]) -> str:
+        return "  ".join(str(c).ljust(w) if i in (0, len(cells) - 1) else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def format_csv(classes: list[str], rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["image", *classes, "predicted"])
+    for r in rows:
+        writer.writerow([r["image"], *(f"{r['probabilities'][c]:.6f}" for c in classes),
+                         r["predicted"]])
+    return out.getvalue().rstrip("\n")
+
+
+def write_isic_csv(path: Path, classes: list[str], files: list[Path], probs: np.ndarray) -> None:
+    """ISIC challenge submission: `image` (the file name without extension) + one column per
+    class, the layout evaluate writes for the test split."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", *classes])
+        for file, row in zip(files, probs, strict=True):
+            writer.writerow([file.stem, *(f"{p:.6f}" for p in row)])
+
+
+def main(args: argparse.Namespace) -> int:
+    path = args.model or model_path(args.backbone)
+    predictor = Predictor.load(path)
+    files = expand(args.images)
+    good, images = decode_all(predictor, files)
+    if images is None:
+        print(f"predict: none of the {len(files)} file(s) could be classified", file=sys.stderr)
+        return 1
+    probs = predictor.predict(images, tta=args.tta)
+    rows = [{"image": str(f), **predictor.result(p)} for f, p in zip(good, probs, strict=True)]
+    classes = predictor.classes
+    if args.format == "json":
+        print(json.dumps({"model": predictor.name, "tta": args.tta, "predictions": rows},
+                         indent=2))
+    elif args.format == "csv":
+        print(format_csv(classes, rows))
+    else:
+        print(f"model: {predictor.name} ({path}){', test-time augmentation' if args.tta else ''}")
+        print(format_table(classes, rows))
+    if args.isic_csv:
+        write_isic_csv(args.isic_csv, classes, good, probs)
+        print(f"wrote {len(good)} rows to {args.isic_csv}", file=sys.stderr)
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m stages.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model", type=Path, help="a model.keras file (model.json beside it)")
+    which.add_argument("--backbone", help="models/<NAME>/model.keras (default: the best one "
+                                          "in metrics/summary.json)")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("--isic-csv", type=Path, metavar="OUT.csv",
+                        help="also write the ISIC challenge submission CSV")
+    parser.add_argument("--tta", action="store_true",
+                        help="average over flips and 90° rotations (8x slower)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    # sys.exit inside: run_stage turns user errors into one line, the exit code passes through.
+    run_stage("predict", lambda args: sys.exit(main(args)), parse_args())

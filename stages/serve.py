@@ -1,0 +1,216 @@
+"""The web app: `make serve` (python -m stages.serve) → http://127.0.0.1:8000.
+
+Upload a lesion photo, see each class's probability, the predicted class and a Grad-CAM
+heatmap of where the model looked; pick any evaluated backbone. The same prediction is a JSON
+API, `POST /api/predict` (multipart field `image`, optional `backbone`, optional `heatmap=1`).
+
+Uploads are decoded from memory with prepare's own function (images.load_image) and never
+saved by us (Werkzeug may spool a large request body to a temporary file, nothing else);
+nothing is ever served from a path a user gave. Models load once per backbone and stay warm.
+Binds to 127.0.0.1 only: this is a research tool, not a medical device, nor a public service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+from flask import Flask, jsonify, render_template, request
+from PIL import Image
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from stages.core.errors import run_stage
+from stages.core.gradcam import colormap, gradcam
+from stages.core.images import ImageError, load_image
+from stages.core.params import ParamsError, load_params, number
+from stages.core.predictor import (
+    MODELS_DIR,
+    SUMMARY_FILE,
+    ModelNotFoundError,
+    Predictor,
+    available_backbones,
+    model_path,
+)
+
+WEB_DIR = Path(__file__).parent / "web"
+DISPLAY_SIZE = 384  # the photo shown on the page; the model itself sees card["image_size"]
+
+
+class ApiError(Exception):
+    """A request we refuse, with the HTTP status and a message for the person who sent it."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _png_data_url(pixels: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class Models:
+    """The trained backbones on disk, their test scores, and a warm Predictor per backbone."""
+
+    def __init__(self, models_dir: Path, summary_path: Path, default: str):
+        self.models_dir, self.summary_path, self.default = models_dir, summary_path, default
+        self._cache: dict[str, Predictor] = {}
+        self._lock = threading.Lock()  # one load per backbone, one model call at a time
+
+    def summary(self) -> dict:
+        return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {}
+
+    def listing(self) -> list[dict]:
+        """Trained backbones, best first in leaderboard order, each with its test AUC."""
+        summary = self.summary()
+        scores = summary.get("scores", {})
+        trained = available_backbones(self.models_dir)
+        ranked = [b for b in scores if b in trained] + [b for b in trained if b not in scores]
+        return [{"backbone": b, "roc_auc": scores.get(b, {}).get("roc_auc"),
+                 "best": b == summary.get("best")} for b in ranked]
+
+    def default_backbone(self) -> str:
+        names = [m["backbone"] for m in self.listing()]
+        if not names:
+            raise ApiError(503, "no trained model yet: run `dvc repro` (or `dvc pull`), then "
+                                "restart the server")
+        if self.default != "best" and self.default in names:
+            return self.default
+        best = self.summary().get("best")
+        return best if best in names else names[0]
+
+    def get(self, backbone: str | None) -> Predictor:
+        backbone = backbone or self.default_backbone()
+        known = [m["backbone"] for m in self.listing()]
+        # Only names found on disk are ever turned into a path: no traversal by request.
+        if backbone not in known:
+            raise ApiError(400, f"unknown backbone '{backbone}'; trained: "
+                                f"{', '.join(known) or 'none'}")
+        with self._lock:
+            if backbone not in self._cache:
+                path = model_path(backbone, self.models_dir, self.summary_path)
+                self._cache[backbone] = Predictor.load(path)
+            return self._cache[backbone]
+
+    def predict(self, data: bytes, backbone: str | None, tta: bool, heatmap: bool) -> dict:
+        backbone = backbone or self.default_backbone()
+        predictor = self.get(backbone)
+        try:
+            image = predictor.decode(data)
+            # The page's photo: the same decoding (upright, whole field squared) at a larger
+            # size, so it is sharp and the heatmap lies exactly over what the model saw.
+            display = load_image(data, DISPLAY_SIZE) if heatmap else None
+        except ImageError as err:
+            raise ApiError(422, f"cannot read the upload as an image: {err}") from err
+        with self._lock:
+            probs = predictor.predict(image[None], tta=tta)[0]
+            result = {"model": predictor.name, "backbone": backbone,
+                      "classes": predictor.classes, "tta": tta, **predictor.result(probs)}
+            if heatmap:
+                cam = gradcam(predictor.model, image, int(np.argmax(probs)))
+                result["image"] = _png_data_url(display)
+                result["heatmap"] = _png_data_url(colormap(cam))
+        return result
+
+
+def create_app(
+    models_dir: Path = MODELS_DIR,
+    summary_path: Path = SUMMARY_FILE,
+    default_backbone: str = "best",
+    max_upload_mb: float = 10,
+    tta: bool = False,
+) -> Flask:
+    app = Flask(__name__, template_folder=str(WEB_DIR / "templates"),
+                static_folder=str(WEB_DIR / "static"))
+    # Werkzeug refuses a bigger request body with 413 before we read any of it.
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
+    models = Models(Path(models_dir), Path(summary_path), default_backbone)
+    app.extensions["models"] = models
+
+    @app.get("/")
+    def index():
+        listing = models.listing()
+        try:
+            selected = models.default_backbone()
+        except ApiError:
+            selected = None
+        return render_template("index.html", models=listing, selected=selected,
+                               max_upload_mb=max_upload_mb, tta=tta)
+
+    @app.get("/api/models")
+    def api_models():
+        return jsonify(models=models.listing())
+
+    @app.post("/api/predict")
+    def api_predict():
+        upload = request.files.get("image")
+        if upload is None:
+            raise ApiError(400, "no file in the form field 'image'")
+        data = upload.read()
+        if not data:
+            raise ApiError(400, "the uploaded file is empty")
+        heatmap = request.form.get("heatmap", "") in ("1", "true", "yes")
+        backbone = request.form.get("backbone") or None
+        return jsonify(models.predict(data, backbone, tta, heatmap))
+
+    @app.errorhandler(ApiError)
+    def api_error(err: ApiError):
+        return jsonify(error=str(err)), err.status
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(err: RequestEntityTooLarge):
+        return jsonify(error=f"the upload is larger than the {max_upload_mb:g} MB limit"), 413
+
+    @app.errorhandler(ModelNotFoundError)
+    def no_model(err: ModelNotFoundError):
+        return jsonify(error=str(err)), 503
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException):
+        # JSON for the API (404, 405, ...), so a script never has to parse an HTML page.
+        if request.path.startswith("/api/"):
+            return jsonify(error=err.description), err.code
+        return err
+
+    return app
+
+
+def settings(params: dict) -> dict:
+    """params.yaml `serve:`, each key defaulted when absent and checked when present."""
+    section = {"port": 8000, "max_upload_mb": 10, "backbone": "best", "tta": False,
+               **(params.get("serve") or {})}
+    checked = {"serve": section}
+    if not isinstance(section["tta"], bool):
+        raise ParamsError(f"params.yaml: 'serve.tta' must be true or false, got {section['tta']!r}")
+    return {"port": number(checked, "serve.port", 1, 65535, integer=True),
+            "max_upload_mb": number(checked, "serve.max_upload_mb", 0.001, 1024),
+            "default_backbone": str(section["backbone"]), "tta": section["tta"]}
+
+
+def main(port: int | None = None) -> None:
+    config = settings(load_params())
+    default_port = config.pop("port")
+    port = port or default_port
+    app = create_app(**config)
+    models = app.extensions["models"]
+    try:
+        first = models.default_backbone()
+    except ApiError as err:
+        raise ModelNotFoundError(str(err)) from None
+    print(f"loading {first} ...", flush=True)
+    models.get(first)  # warm before the first visitor, and fail now if it cannot load
+    print(f"serving on http://127.0.0.1:{port}  (a research tool, not a medical device)",
+          flush=True)
+    app.run(host="127.0.0.1", port=port, threaded=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, help="default: params.yaml serve.port")
+    run_stage("serve", main, parser.parse_args().port)

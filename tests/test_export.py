@@ -1,0 +1,98 @@
+"""Stage export: SavedModel and TFLite answer like the Keras model they came from."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from stages import export
+from stages.core.backbones import CaffeScaling
+from stages.core.classifier import load_model, write_model
+from tests.conftest import random_images
+from tests.tiny_models import tiny_classifier, write_summary, write_tiny_model
+
+# float32 TFLite is the same arithmetic in another order; float16 weights round each weight
+# to 11 significant bits.
+TOLERANCE = {False: 1e-4, True: 1e-2}
+
+
+def _images(size: int) -> np.ndarray:
+    return random_images(6, size, seed=5).astype(np.float32)
+
+
+def _check(model: keras.Model, out_dir, float16: bool) -> dict[str, float]:
+    images = _images(model.input_shape[1])
+    want = model.predict(images, verbose=0)
+    assert want.std() > 0.01, "outputs all alike: the comparison would prove nothing"
+    saved = tf.saved_model.load(str(out_dir / "saved_model")).serve(tf.constant(images)).numpy()
+    lite = export.tflite_predict(out_dir / "model.tflite", images)
+    gaps = {"saved_model": float(np.abs(saved - want).max()),
+            "tflite": float(np.abs(lite - want).max())}
+    assert gaps["saved_model"] < 1e-5, gaps
+    assert gaps["tflite"] < TOLERANCE[float16], gaps
+    return gaps
+
+
+@pytest.mark.parametrize(("backbone", "size", "float16"), [
+    ("small_cnn", 32, False),
+    ("small_functional_cnn", 32, False),
+    ("small_functional_cnn", 32, True),
+    ("efficientnet_lite0", 64, True),  # the default best model, exported the default way
+])
+def test_exported_models_match_keras(tmp_path, backbone, size, float16):
+    path = write_tiny_model(tmp_path, backbone, image_size=size)
+    model, card = load_model(path)  # exported from the saved file, as the stage does
+    export.export_model(model, card, tmp_path / "export", float16)
+    _check(model, tmp_path / "export", float16)
+    exported_card = json.loads((tmp_path / "export/model.json").read_text())
+    assert exported_card["classes"] == card["classes"]
+    assert exported_card["tflite_float16"] is float16
+
+
+def test_custom_caffe_scaling_layer_exports(tmp_path):
+    """ResNet50 and VGG16 put our CaffeScaling layer in the graph; a tiny stand-in model."""
+    inputs = keras.Input((16, 16, 3))
+    x = CaffeScaling()(inputs)
+    x = keras.layers.Conv2D(4, 3, name="conv")(x)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    write_model(keras.Model(inputs, outputs), tmp_path / "m/model.keras", {"classes": ["a", "b"]})
+    model, card = load_model(tmp_path / "m/model.keras")
+    export.export_model(model, card, tmp_path / "export", float16=False)
+    _check(model, tmp_path / "export", float16=False)
+
+
+def test_stage_exports_the_best_model(in_tmp_repo, capsys):
+    write_tiny_model(in_tmp_repo, "small_cnn", image_size=32)
+    write_summary(in_tmp_repo, {"small_cnn": 0.8})
+    (in_tmp_repo / "params.yaml").write_text("export:\n  float16: true\n")
+    stale = in_tmp_repo / "models/export/old.tflite"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from an earlier run")
+    export.main()
+    out = in_tmp_repo / "models/export"
+    assert {p.name for p in out.iterdir()} == {"saved_model", "model.tflite", "model.json"}
+    assert "exported small_cnn" in capsys.readouterr().out
+    model, _ = load_model(in_tmp_repo / "models/small_cnn/model.keras")
+    gaps = _check(model, out, float16=True)
+    print(gaps)
+
+
+def test_export_setting_is_checked():
+    assert export.export_settings({}) is True
+    assert export.export_settings({"export": {"float16": False}}) is False
+    with pytest.raises(ValueError, match="export.float16"):
+        export.export_settings({"export": {"float16": "yes"}})
+
+
+def test_missing_summary_says_run_compare(in_tmp_repo):
+    (in_tmp_repo / "params.yaml").write_text("export:\n  float16: true\n")
+    with pytest.raises(FileNotFoundError, match="dvc repro"):
+        export.main()
+
+
+def test_tiny_model_outputs_are_spread():
+    """The fixtures' precondition for every comparison above."""
+    model = tiny_classifier("small_cnn", image_size=32)
+    assert model.predict(_images(32), verbose=0).std() > 0.01

@@ -1,0 +1,72 @@
+"""Grad-CAM on our nested-backbone classifiers, and the colour overlay."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from stages.core.gradcam import _class_score, _run, _split, colormap, gradcam, overlay
+from tests.conftest import random_images
+from tests.tiny_models import tiny_classifier
+
+
+@pytest.mark.parametrize("backbone", ["small_cnn", "small_functional_cnn", "efficientnet_lite0"])
+def test_heatmap_for_every_default_arch(backbone):
+    size = 64 if backbone == "efficientnet_lite0" else 32
+    model = tiny_classifier(backbone, image_size=size)
+    image = random_images(1, size, seed=3)[0]
+    # The two halves Grad-CAM runs are the whole model: same probabilities.
+    features_part, head = _split(model)
+    assert features_part[-1].name == "backbone" and head[-1].name == "probs"
+    features = _run(features_part, tf.constant(image[None], tf.float32))
+    halves = tf.nn.softmax(_class_score(head, features)).numpy()
+    np.testing.assert_allclose(halves, model.predict(image[None].astype("float32"), verbose=0),
+                               rtol=1e-4, atol=1e-6)
+    for class_index in (0, 1):
+        cam = gradcam(model, image, class_index)
+        assert cam.shape == (size, size) and cam.dtype == np.float32
+        assert 0.0 <= cam.min() and cam.max() <= 1.0
+    assert gradcam(model, image).std() > 0  # predicted class by default; not a flat map
+
+
+def test_heatmap_finds_the_patch_a_trained_model_uses():
+    """Class 1 = a bright square somewhere; after a little training the map peaks on it."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    size, n = 32, 256
+    images = rng.integers(0, 60, (n, size, size, 3), dtype=np.uint8)
+    labels = np.arange(n) % 2
+    spots = rng.integers(2, size - 10, (n, 2))
+    for img, label, (r, c) in zip(images, labels, spots, strict=True):
+        if label:
+            img[r:r + 8, c:c + 8] = 250
+    model = tiny_classifier("small_cnn", image_size=size)
+    model.compile(keras.optimizers.Adam(3e-3), "categorical_crossentropy")
+    model.fit(images.astype("float32"), keras.utils.to_categorical(labels, 2), epochs=6,
+              batch_size=32, verbose=0)
+    hits = 0
+    for img, (r, c) in zip(images[1:40:2], spots[1:40:2], strict=True):
+        cam = gradcam(model, img, class_index=1)
+        peak = np.unravel_index(np.argmax(cam), cam.shape)
+        hits += (r - 4 <= peak[0] < r + 12) and (c - 4 <= peak[1] < c + 12)
+    assert hits >= 16, f"heatmap peak on the bright patch in only {hits}/20 images"
+
+
+def test_colormap_runs_blue_to_red():
+    cold, mid, hot = colormap(np.array([0.0, 0.5, 1.0]))
+    assert cold[2] > 100 and cold[0] == 0  # dark blue
+    assert mid[1] == 255  # green in the middle
+    assert hot[0] > 100 and hot[2] == 0  # dark red
+
+
+def test_overlay_blends_with_alpha_and_resizes_the_map():
+    image = np.full((40, 40, 3), 100, np.uint8)
+    heat = np.zeros((10, 10), np.float32)
+    assert np.array_equal(overlay(image, heat, alpha=0.0), image)
+    full = overlay(image, heat, alpha=1.0)
+    assert full.shape == image.shape and np.array_equal(full[0, 0], colormap(np.zeros(1))[0])
+    half = overlay(image, np.ones((40, 40)), alpha=0.5)
+    np.testing.assert_allclose(half[0, 0], (np.array([100, 100, 100]) + colormap(np.ones(1))[0])
+                               / 2, atol=1)
+    with pytest.raises(ValueError):
+        overlay(image, heat, alpha=1.5)

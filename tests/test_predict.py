@@ -1,0 +1,175 @@
+"""python -m stages.predict: the same pixels as prepare, every output format, bad files."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages import predict, prepare
+from stages.core.predictor import ModelNotFoundError, Predictor, model_path
+from stages.core.tta import tta_predict
+from tests.conftest import REPO, UDA1_DIR
+from tests.tiny_models import jpeg_bytes, lesion_photo, write_summary, write_tiny_model
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A folder laid out like the repo after `dvc repro`: two models and a summary."""
+    root = tmp_path_factory.mktemp("repo")
+    for backbone in ("small_cnn", "small_functional_cnn"):
+        write_tiny_model(root, backbone, image_size=SIZE)
+    write_summary(root, {"small_cnn": 0.7, "small_functional_cnn": 0.8})
+    return root
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Three lesion photos in a folder (one nested), and a 'photo' that is not an image."""
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for name, seed in (("ISIC_0000001.jpg", 1), ("ISIC_0000002.jpg", 2)):
+        (folder / name).write_bytes(jpeg_bytes(lesion_photo(120, seed)))
+    Image.fromarray(lesion_photo(90, 3)).save(folder / "more" / "ISIC_0000003.png")
+    (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is no JPEG")
+    return folder, bad
+
+
+def run(repo, monkeypatch, capsys, *argv):
+    monkeypatch.chdir(repo)
+    code = predict.main(predict.parse_args([str(a) for a in argv]))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _real_jpeg(tmp_path):
+    """A real dermoscopy JPEG when the UDA-1 images are beside the repo; else a photo from
+    scikit-image, stored rotated with an EXIF orientation tag so upright-ing is exercised."""
+    if UDA1_DIR.exists():
+        found = sorted(UDA1_DIR.rglob("*.jpg"))
+        if found:
+            return found[0]
+    from skimage import data
+
+    path = tmp_path / "astronaut.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(data.astronaut()).transpose(Image.Transpose.ROTATE_90).save(
+        path, "JPEG", quality=92, exif=exif)
+    return path
+
+
+def test_predict_feeds_the_model_exactly_what_prepare_writes(repo, tmp_path, monkeypatch,
+                                                               capsys):
+    photo = _real_jpeg(tmp_path)
+    prepared = prepare.decode(photo, SIZE)  # what prepare stores in its shards
+    assert isinstance(prepared, np.ndarray), prepared
+    seen = []
+    original = Predictor.predict
+
+    def spy(self, images, tta=False):
+        seen.append(images.copy())
+        return original(self, images, tta)
+
+    monkeypatch.setattr(Predictor, "predict", spy)
+    code, out, _ = run(repo, monkeypatch, capsys, photo, "--format", "json")
+    assert code == 0
+    fed = seen[-1]  # (the first call is Predictor.load's warm-up on a blank image)
+    assert fed.shape == (1, SIZE, SIZE, 3) and fed.dtype == np.uint8
+    assert np.array_equal(fed[0], prepared)
+    assert json.loads(out)["predictions"][0]["image"] == str(photo)
+
+
+def test_default_model_is_the_best_in_summary_and_table_is_readable(repo, photos, monkeypatch,
+                                                                     capsys):
+    folder, _ = photos
+    code, out, err = run(repo, monkeypatch, capsys, folder)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert "small_functional_cnn" in lines[0]  # AUC 0.8 beats 0.7
+    assert lines[1].split() == ["image", "benign", "malignant", "predicted"]
+    rows = [line.split() for line in lines[3:]]
+    assert [r[0].rsplit("/", 1)[-1] for r in rows] == [
+        "ISIC_0000001.jpg", "ISIC_0000002.jpg", "ISIC_0000003.png"]  # folder expanded, sorted
+    for r in rows:
+        assert abs(float(r[1]) + float(r[2]) - 1) < 2e-4 and r[3] in ("benign", "malignant")
+
+
+def test_csv_json_and_isic_submission(repo, photos, monkeypatch, capsys, tmp_path):
+    folder, _ = photos
+    submission = tmp_path / "out" / "submission.csv"
+    code, out, _ = run(repo, monkeypatch, capsys, folder, "--backbone", "small_cnn",
+                       "--format", "csv", "--isic-csv", submission)
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 3 and set(rows[0]) == {"image", "benign", "malignant", "predicted"}
+    isic = list(csv.reader(submission.open()))
+    assert isic[0] == ["image", "benign", "malignant"]  # evaluate's layout
+    assert [r[0] for r in isic[1:]] == ["ISIC_0000001", "ISIC_0000002", "ISIC_0000003"]
+    for row, cli in zip(isic[1:], rows, strict=True):
+        assert float(row[1]) == pytest.approx(float(cli["benign"]), abs=1e-6)
+
+    code, out, _ = run(repo, monkeypatch, capsys, folder, "--backbone", "small_cnn",
+                       "--format", "json")
+    result = json.loads(out)
+    assert result["model"] == "small_cnn" and result["tta"] is False
+    first = result["predictions"][0]
+    assert first["predicted"] == max(first["probabilities"], key=first["probabilities"].get)
+    assert float(rows[0]["benign"]) == pytest.approx(first["probabilities"]["benign"], abs=1e-6)
+
+
+def test_tta_averages_the_flips_and_rotations(repo, photos, monkeypatch, capsys):
+    folder, _ = photos
+    path = folder / "ISIC_0000001.jpg"
+    code, out, _ = run(repo, monkeypatch, capsys, path, "--format", "json", "--tta",
+                       "--model", repo / "models/small_cnn/model.keras")
+    assert code == 0
+    got = json.loads(out)["predictions"][0]["probabilities"]
+    predictor = Predictor.load(repo / "models/small_cnn/model.keras")
+    want = tta_predict(predictor.model, predictor.decode(path)[None])[0]
+    assert [got["benign"], got["malignant"]] == pytest.approx(list(want), abs=1e-5)
+
+
+def test_bad_files_are_reported_and_the_rest_still_predicted(repo, photos, monkeypatch, capsys,
+                                                              tmp_path):
+    folder, bad = photos
+    missing = tmp_path / "missing.jpg"
+    code, out, err = run(repo, monkeypatch, capsys, bad, folder / "ISIC_0000002.jpg", missing,
+                         "--format", "csv")
+    assert code == 0
+    assert len(out.splitlines()) == 2  # header + the one good image
+    lines = err.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{bad}: ") and "image" in lines[0]
+    assert lines[1] == f"{missing}: skipped, file not found"
+
+    code, out, err = run(repo, monkeypatch, capsys, bad, missing)
+    assert code == 1 and out == ""
+    assert "none of the 2 file(s) could be classified" in err
+
+
+def test_missing_summary_or_model_says_to_run_dvc_repro(tmp_path, repo):
+    with pytest.raises(ModelNotFoundError, match="dvc repro"):
+        model_path(None, tmp_path / "models", tmp_path / "metrics/summary.json")
+    with pytest.raises(ModelNotFoundError, match="trained: small_cnn, small_functional_cnn"):
+        model_path("resnet50", repo / "models", repo / "metrics/summary.json")
+
+
+def test_command_line_exit_codes(tmp_path):
+    """The real command in an empty folder: one line telling what to do, exit 1."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    (tmp_path / "x.jpg").write_bytes(jpeg_bytes(lesion_photo(40)))
+    result = subprocess.run([sys.executable, "-m", "stages.predict", "x.jpg"], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("predict: metrics/summary.json "
+                                                              "not found: run `dvc repro`")

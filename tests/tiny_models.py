@@ -1,0 +1,83 @@
+"""Tiny trained-looking models on disk for the predict, serve, Grad-CAM and export tests.
+
+Random weights, but with the real classifier layout (scaling → "backbone" → head) and a model
+card, written where `dvc repro` would put them: <root>/models/<b>/model.keras + model.json and
+<root>/metrics/summary.json. No pipeline run needed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import yaml
+
+from stages.core.classifier import build_classifier, model_card, write_model
+from stages.core.params import ModelConfig, model_config
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["benign", "malignant"]
+
+
+def _config(backbone: str) -> ModelConfig:
+    """models.<backbone> from params.yaml with random weights (never downloads anything)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["models"][backbone]["weights"] = None
+    return model_config(params, backbone)
+
+
+def tiny_classifier(backbone: str, image_size: int = 32, n_classes: int = 2,
+                    seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    model = build_classifier(_config(backbone), image_size, n_classes)
+    # A freshly initialised head answers ~0.5 for everything; larger output weights spread
+    # the probabilities, so comparisons between implementations actually compare something.
+    probs = model.get_layer("probs")
+    rng = np.random.default_rng(seed)
+    probs.kernel.assign(rng.normal(0.0, 1.0, probs.kernel.shape).astype("float32"))
+    return model
+
+
+def write_tiny_model(root: Path, backbone: str, image_size: int = 32,
+                     classes: list[str] = CLASSES) -> Path:
+    model = tiny_classifier(backbone, image_size, len(classes))
+    card = model_card(_config(backbone), image_size, list(classes))
+    path = root / "models" / backbone / "model.keras"
+    write_model(model, path, card)
+    return path
+
+
+def write_summary(root: Path, aucs: dict[str, float]) -> Path:
+    """metrics/summary.json as compare writes it, best = highest AUC."""
+    best = max(aucs, key=aucs.get)
+    summary = {"best": best, "best_model": f"models/{best}/model.keras", "rank_by": "roc_auc",
+               "scores": {b: {"roc_auc": auc, "accuracy": 0.5}
+                          for b, auc in sorted(aucs.items(), key=lambda kv: -kv[1])}}
+    path = root / "metrics" / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def jpeg_bytes(pixels: np.ndarray, **save_args) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90, **save_args)
+    return buf.getvalue()
+
+
+def lesion_photo(size: int = 200, seed: int = 0) -> np.ndarray:
+    """A skin-coloured photo with a dark blob off-centre: something worth classifying."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    blob = ((yy - 0.4 * size) ** 2 + (xx - 0.6 * size) ** 2) < (0.18 * size) ** 2
+    img = np.empty((size, size, 3), np.float32)
+    img[:] = (220, 170, 140)
+    img[blob] = (90, 50, 40)
+    img += rng.normal(0, 8, img.shape)
+    return img.clip(0, 255).astype(np.uint8)
