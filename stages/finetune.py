@@ -2,12 +2,14 @@
 
 Unfreezes the top `unfreeze` layers of a pretrained backbone (or all) and trains on at a lower
 learning rate; EarlyStopping on validation AUC keeps the best epoch's weights, and
-ReduceLROnPlateau halves the rate when validation stalls.
+ReduceLROnPlateau halves the rate when validation stalls. An interrupted run resumes from its
+last completed epoch, these callbacks' counters included (see core/training.py).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
@@ -21,16 +23,26 @@ from stages.core.classifier import (
 )
 from stages.core.errors import run_stage
 from stages.core.params import get, load_params, model_config
-from stages.core.training import fit_logged, seed_everything, training_data
+from stages.core.training import (
+    AUGMENTED_DIR,
+    PREPARED_DIR,
+    Checkpoints,
+    fingerprint,
+    fit_resumable,
+    seed_everything,
+    training_data,
+)
 
 
 def main(backbone: str) -> None:
     params = load_params()
     cfg = model_config(params, backbone)
     ft = cfg.finetune
-    seed_everything(get(params, "seed"))
-    train, val, meta = training_data(ft.batch_size, get(params, "seed"))
-    model, _ = load_model(Path(f"models/{backbone}/head.keras"))
+    seed = get(params, "seed")
+    seed_everything(seed)
+    train, val, meta = training_data(ft.batch_size)
+    head_path = Path(f"models/{backbone}/head.keras")
+    model, _ = load_model(head_path)
     if cfg.weights is not None:
         unfrozen = unfreeze_backbone(model, ft.unfreeze)
         print(f"finetune@{backbone}: {unfrozen} backbone layers trainable", flush=True)
@@ -41,10 +53,15 @@ def main(backbone: str) -> None:
         keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5,
                                           patience=max(1, ft.patience // 2), verbose=1),
     ]
-    fit_logged(model, train, val, ft.epochs, Path(f"metrics/training/{backbone}/finetune"),
-               callbacks)
+    # Exactly what dvc.yaml lists for this stage: a change to any of it starts afresh.
+    run_params = {"seed": seed, "weights": cfg.weights, "finetune": asdict(ft)}
+    checkpoints = Checkpoints("finetune", backbone, fingerprint(
+        run_params, [head_path, PREPARED_DIR, AUGMENTED_DIR]))
+    fit_resumable(model, train, val, len(meta["classes"]), ft, seed, checkpoints,
+                  f"finetune@{backbone}", callbacks)
     write_model(model, Path(f"models/{backbone}/model.keras"),
                 model_card(cfg, meta["image_size"], meta["classes"]))
+    checkpoints.finish(Path(f"metrics/training/{backbone}/finetune"))
 
 
 if __name__ == "__main__":

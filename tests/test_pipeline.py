@@ -51,6 +51,8 @@ def test_repro_writes_every_declared_output(project):
     summary = _read_json(project, "metrics/summary.json")
     assert summary["best"] in TINY["backbones"]
     assert "| 1 |" in (root / "metrics/leaderboard.md").read_text()
+    for path in ("saved_model/saved_model.pb", "model.tflite", "model.json"):
+        assert (root / "models/export" / path).exists(), path
     assert "up to date" in project.dvc("status").stdout
 
 
@@ -65,7 +67,7 @@ def test_metrics_plots_and_dag_list_every_backbone(project):
         assert f"metrics/training/{name}/finetune/plots/metrics" in plots
     dag = project.dvc("dag", "--md").stdout
     for stage in ("download", "split", "prepare", "augment", "train@small_cnn",
-                  "finetune@small_cnn", "evaluate@small_cnn", "compare"):
+                  "finetune@small_cnn", "evaluate@small_cnn", "compare", "export"):
         assert stage in dag, stage
 
 
@@ -74,7 +76,7 @@ def test_one_backbone_change_reruns_only_its_stages_and_compare(project):
     status = project.dvc("status", "--json").stdout
     assert set(json.loads(status)) == {"finetune@small_cnn"}
     ran = project.stages_run(project.dvc("repro").stdout)
-    assert ran == {"finetune@small_cnn", "evaluate@small_cnn", "compare"}
+    assert ran == {"finetune@small_cnn", "evaluate@small_cnn", "compare", "export"}
     project.git("add", "-A")
     project.git("commit", "-qm", "small_cnn: finetune lr 1e-3")
 
@@ -88,7 +90,7 @@ def test_augment_change_reruns_augment_and_everything_after(project):
     project.set_params({"augment": {"hue": 0.05}})
     assert set(json.loads(project.dvc("status", "--json").stdout)) == {"augment"}
     ran = project.stages_run(project.dvc("repro").stdout)
-    after_augment = {"augment", "compare"} | {
+    after_augment = {"augment", "compare", "export"} | {
         f"{stage}@{name}" for stage in ("train", "finetune", "evaluate")
         for name in TINY["backbones"]}
     assert ran == after_augment
