@@ -13,7 +13,8 @@ pointing there:
 1. `dvc repro split` (download links the images into data/raw; split);
 2. `python -m stages.prepare`, timed and sampled every 50 ms (psutil: RSS of the main process,
    of each worker, and of all together), plus the process's own getrusage (CPU time of main +
-   workers / wall = cores in use);
+   workers / wall = cores in use), next to the cores a CPU burner gets just before (fewer
+   than the machine has when other jobs share it);
 3. `dvc commit prepare`, then `dvc repro` of the rest (tiny training: 1 epoch, small_cnn);
 4. `dvc status` and `dvc repro` with nothing to do, 3 times each (median).
 
@@ -117,9 +118,24 @@ finally:
 """
 
 
+def _burn(seconds: float) -> float:
+    cpu, wall = time.process_time(), time.perf_counter()
+    while time.perf_counter() - wall < seconds:
+        pass
+    return (time.process_time() - cpu) / seconds
+
+
+def cores_available(seconds: float = 2.0) -> float:
+    """CPU one busy process per core actually gets right now: the core count on an idle
+    machine, less when other jobs share it. prepare's cores_used is to be read against it."""
+    with Pool(os.cpu_count()) as pool:
+        return sum(pool.map(_burn, [seconds] * (os.cpu_count() or 1)))
+
+
 def measure_prepare(project: Project) -> dict:
     proc = psutil.Popen([sys.executable, "-c", MEASURE], cwd=project.root, env=project.env(),
                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    available = cores_available()
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     peak = {"main": 0, "worker": 0, "total": 0}
@@ -139,7 +155,7 @@ def measure_prepare(project: Project) -> dict:
     usage = json.loads(stderr.strip().splitlines()[-1])
     # cores_used < the worker count means waiting: for I/O, or for a CPU that other
     # processes hold (load average, sampled before and after, above the core count).
-    return {"wall_s": wall, "cores_used": usage["cpu_s"] / wall,
+    return {"wall_s": wall, "cores_available": available, "cores_used": usage["cpu_s"] / wall,
             "cpu_ms_per_image": 1000 * usage["cpu_s"] / project_count(project),
             "load_avg": max(load_before, os.getloadavg()[0]),
             **{f"peak_{k}_mb": v / 2**20 for k, v in peak.items()},

@@ -22,8 +22,11 @@ PREPARED_DIR = Path("data/processed/prepared")
 
 
 def write_json(path: Path, data: dict) -> None:
+    # Write then rename: a killed stage never leaves half a metrics file.
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def main(backbone: str) -> None:

@@ -80,7 +80,10 @@ def read_split(data_dir: Path, split: str) -> Split:
 
 
 def write_meta(data_dir: Path, meta: dict) -> None:
-    (data_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    # Written last and atomically: shards without a complete meta.json are not a prepared set.
+    tmp = data_dir / f".{META_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, data_dir / META_FILE)
 
 
 def read_meta(data_dir: Path) -> dict:
