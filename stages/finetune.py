@@ -7,9 +7,6 @@ ReduceLROnPlateau halves the rate when validation stalls.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import keras
 
 from stages.core.classifier import (
@@ -21,19 +18,21 @@ from stages.core.classifier import (
 )
 from stages.core.errors import run_stage
 from stages.core.params import get, load_params, model_config
+from stages.core.paths import model_dir, parse_target, training_log_dir
 from stages.core.training import fit_logged, seed_everything, training_data
 
 
-def main(backbone: str) -> None:
+def main(backbone: str, fold: str) -> None:
     params = load_params()
     cfg = model_config(params, backbone)
     ft = cfg.finetune
     seed_everything(get(params, "seed"))
-    train, val, meta = training_data(ft.batch_size, get(params, "seed"))
-    model, _ = load_model(Path(f"models/{backbone}/head.keras"))
+    train, val, meta = training_data(ft.batch_size, get(params, "seed"), fold)
+    out_dir = model_dir(backbone, fold)
+    model, _ = load_model(out_dir / "head.keras")
     if cfg.weights is not None:
         unfrozen = unfreeze_backbone(model, ft.unfreeze)
-        print(f"finetune@{backbone}: {unfrozen} backbone layers trainable", flush=True)
+        print(f"finetune@{backbone}-{fold}: {unfrozen} backbone layers trainable", flush=True)
     compile_classifier(model, ft.lr, len(meta["classes"]))
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=ft.patience,
@@ -41,13 +40,11 @@ def main(backbone: str) -> None:
         keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5,
                                           patience=max(1, ft.patience // 2), verbose=1),
     ]
-    fit_logged(model, train, val, ft.epochs, Path(f"metrics/training/{backbone}/finetune"),
+    fit_logged(model, train, val, ft.epochs, training_log_dir(backbone, fold, "finetune"),
                callbacks)
-    write_model(model, Path(f"models/{backbone}/model.keras"),
+    write_model(model, out_dir / "model.keras",
                 model_card(cfg, meta["image_size"], meta["classes"]))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backbone", help="a key under `models:` in params.yaml")
-    run_stage("finetune", main, parser.parse_args().backbone)
+    run_stage("finetune", main, *parse_target(__doc__.splitlines()[0]))

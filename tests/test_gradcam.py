@@ -25,7 +25,7 @@ def test_heatmap_for_every_default_arch(backbone):
     for class_index in (0, 1):
         cam = gradcam(model, image, class_index)
         assert cam.shape == (size, size) and cam.dtype == np.float32
-        assert 0.0 <= cam.min() and cam.max() <= 1.0
+        assert cam.min() >= 0.0 and cam.max() <= 1.0
     assert gradcam(model, image).std() > 0  # predicted class by default; not a flat map
 
 

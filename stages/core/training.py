@@ -7,10 +7,8 @@ from pathlib import Path
 
 import keras
 
-from stages.core.shards import make_dataset, read_meta, read_split
-
-PREPARED_DIR = Path("data/processed/prepared")
-AUGMENTED_DIR = Path("data/processed/augmented")
+from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
+from stages.core.shards import fold_parts, make_dataset, read_meta, read_parts, read_split
 
 
 def seed_everything(seed: int) -> None:
@@ -22,12 +20,13 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def training_data(batch_size: int, seed: int):
-    """(augmented train batches, validation batches, data meta) for model.fit."""
+def training_data(batch_size: int, seed: int, fold: str):
+    """(augmented train batches, validation batches, data meta) of one fold, for model.fit."""
     meta = read_meta(PREPARED_DIR)
     n_classes = len(meta["classes"])
-    train = make_dataset(read_split(AUGMENTED_DIR, "train"), n_classes, batch_size, seed)
-    val = make_dataset(read_split(PREPARED_DIR, "val"), n_classes, batch_size)
+    parts = fold_parts(fold, list(meta["counts"]))
+    train = make_dataset(read_parts(AUGMENTED_DIR, parts.train), n_classes, batch_size, seed)
+    val = make_dataset(read_split(PREPARED_DIR, parts.val), n_classes, batch_size)
     return train, val, meta
 
 
