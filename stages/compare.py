@@ -95,6 +95,7 @@ def main() -> None:
     summary = {
         "best": best,
         "best_model": str(model_dir(best, folds[0]) / "model.keras"),
+        "serving_fold": str(folds[0]),  # predict and the web app load this fold's models
         "rank_by": rank_by,
         "ensemble": members,
         "scores": dict(ranked),  # keyed by model, so `dvc metrics show/diff` can flatten it

@@ -3,6 +3,8 @@
 Writes metrics/backbones/<backbone>/<fold>.json (git-tracked, for `dvc metrics diff`), the
 ROC, precision-recall and confusion-matrix data under metrics/plots/<backbone>/<fold>/ (drawn
 by `dvc plots show`), and the test predictions in the ISIC challenge submission layout.
+With `evaluate.tta: true` the probabilities are averaged over the eight flips/rotations of
+each image (core/tta.py), as predict --tta and the web app do.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 from stages.core.classifier import load_model
 from stages.core.errors import run_stage
 from stages.core.metrics import classification_metrics, curve_points
+from stages.core.params import get, load_params
 from stages.core.paths import (
     PREPARED_DIR,
     metrics_file,
@@ -24,6 +27,7 @@ from stages.core.paths import (
     predictions_file,
 )
 from stages.core.shards import fold_parts, read_meta, read_split
+from stages.core.tta import as_predict, tta_predict
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -51,7 +55,10 @@ def main(backbone: str, fold: str) -> None:
     model, card = load_model(model_dir(backbone, fold) / "model.keras")
     classes = card["classes"]
     test = read_split(PREPARED_DIR, fold_parts(fold, list(read_meta(PREPARED_DIR)["counts"])).test)
-    probs = model.predict(test.images.astype("float32"), batch_size=64, verbose=0)
+    if get(load_params(), "evaluate.tta"):
+        probs = tta_predict(model, test.images)
+    else:
+        probs = as_predict(model)(test.images.astype("float32"))
 
     scores = classification_metrics(test.labels, probs, classes)
     write_json(metrics_file(backbone, fold), scores)

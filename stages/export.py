@@ -18,7 +18,7 @@ import numpy as np
 
 from stages.core.classifier import load_model
 from stages.core.errors import PipelineError, run_stage
-from stages.core.params import load_params
+from stages.core.params import ParamsError, load_params
 
 SUMMARY_FILE = Path("metrics/summary.json")
 OUT_DIR = Path("models/export")
@@ -53,17 +53,17 @@ def tflite_predict(path: Path, images: np.ndarray) -> np.ndarray:
 
     LiteRT (ai-edge-litert) is the interpreter's new home; TF 2.21 still ships the old one.
     """
+    import warnings
+
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        import warnings
-
         import tensorflow as tf
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated"
-            Interpreter = tf.lite.Interpreter  # noqa: N806
-    interpreter = Interpreter(model_path=str(path))
+        Interpreter = tf.lite.Interpreter  # noqa: N806
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TF's own: "tf.lite.Interpreter is deprecated"
+        interpreter = Interpreter(model_path=str(path))
     inp = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(inp["index"], images.shape)
     interpreter.allocate_tensors()
@@ -76,8 +76,8 @@ def export_settings(params: dict) -> bool:
     """params.yaml export.float16 (default true)."""
     float16 = (params.get("export") or {}).get("float16", True)
     if not isinstance(float16, bool):
-        raise PipelineError(f"params.yaml: 'export.float16' must be true or false, "
-                            f"got {float16!r}")
+        raise ParamsError(f"params.yaml: 'export.float16' must be true or false, "
+                          f"got {float16!r}")
     return float16
 
 

@@ -2,10 +2,13 @@
 
 Unfreezes the top `unfreeze` layers of a pretrained backbone (or all) and trains on at a lower
 learning rate; EarlyStopping on validation AUC keeps the best epoch's weights, and
-ReduceLROnPlateau halves the rate when validation stalls.
+ReduceLROnPlateau halves the rate when validation stalls. An interrupted run resumes from its
+last completed epoch, these callbacks' counters included (see core/training.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict
 
 import keras
 
@@ -18,18 +21,31 @@ from stages.core.classifier import (
 )
 from stages.core.errors import run_stage
 from stages.core.params import get, load_params, model_config
-from stages.core.paths import model_dir, parse_target, training_log_dir
-from stages.core.training import fit_logged, seed_everything, training_data
+from stages.core.paths import (
+    AUGMENTED_DIR,
+    PREPARED_DIR,
+    model_dir,
+    parse_target,
+    training_log_dir,
+)
+from stages.core.training import (
+    Checkpoints,
+    fingerprint,
+    fit_resumable,
+    seed_everything,
+    training_data,
+)
 
 
 def main(backbone: str, fold: str) -> None:
     params = load_params()
     cfg = model_config(params, backbone)
     ft = cfg.finetune
-    seed_everything(get(params, "seed"))
-    train, val, meta = training_data(ft.batch_size, get(params, "seed"), fold)
-    out_dir = model_dir(backbone, fold)
-    model, _ = load_model(out_dir / "head.keras")
+    seed = get(params, "seed")
+    seed_everything(seed)
+    train, val, meta = training_data(ft.batch_size, fold)
+    head_path = model_dir(backbone, fold) / "head.keras"
+    model, _ = load_model(head_path)
     if cfg.weights is not None:
         unfrozen = unfreeze_backbone(model, ft.unfreeze)
         print(f"finetune@{backbone}-{fold}: {unfrozen} backbone layers trainable", flush=True)
@@ -40,10 +56,15 @@ def main(backbone: str, fold: str) -> None:
         keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5,
                                           patience=max(1, ft.patience // 2), verbose=1),
     ]
-    fit_logged(model, train, val, ft.epochs, training_log_dir(backbone, fold, "finetune"),
-               callbacks)
-    write_model(model, out_dir / "model.keras",
+    # Exactly what dvc.yaml lists for this stage: a change to any of it starts afresh.
+    run_params = {"seed": seed, "fold": fold, "weights": cfg.weights, "finetune": asdict(ft)}
+    checkpoints = Checkpoints("finetune", f"{backbone}-{fold}", fingerprint(
+        run_params, [head_path, PREPARED_DIR, AUGMENTED_DIR]))
+    fit_resumable(model, train, val, len(meta["classes"]), ft, seed, checkpoints,
+                  f"finetune@{backbone}-{fold}", callbacks)
+    write_model(model, model_dir(backbone, fold) / "model.keras",
                 model_card(cfg, meta["image_size"], meta["classes"]))
+    checkpoints.finish(training_log_dir(backbone, fold, "finetune"))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from stages.core.predictor import Predictor, model_path
 
 # What a folder is expanded to; a file named on the command line is tried whatever its name.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+CHUNK = 256  # images decoded and classified at a time
 
 
 def expand(paths: list[Path]) -> list[Path]:
@@ -90,11 +91,18 @@ def main(args: argparse.Namespace) -> int:
     path = args.model or model_path(args.backbone)
     predictor = Predictor.load(path)
     files = expand(args.images)
-    good, images = decode_all(predictor, files)
-    if images is None:
+    good: list[Path] = []
+    chunks: list[np.ndarray] = []
+    # A chunk at a time, so a folder of 100,000 photos never sits decoded in memory at once.
+    for start in range(0, len(files), CHUNK):
+        decoded, images = decode_all(predictor, files[start:start + CHUNK])
+        if images is not None:
+            good += decoded
+            chunks.append(predictor.predict(images, tta=args.tta))
+    if not good:
         print(f"predict: none of the {len(files)} file(s) could be classified", file=sys.stderr)
         return 1
-    probs = predictor.predict(images, tta=args.tta)
+    probs = np.concatenate(chunks)
     rows = [{"image": str(f), **predictor.result(p)} for f, p in zip(good, probs, strict=True)]
     classes = predictor.classes
     if args.format == "json":

@@ -2,7 +2,8 @@
 
 Upload a lesion photo, see each class's probability, the predicted class and a Grad-CAM
 heatmap of where the model looked; pick any evaluated backbone. The same prediction is a JSON
-API, `POST /api/predict` (multipart field `image`, optional `backbone`, optional `heatmap=1`).
+API, `POST /api/predict`: multipart field `image`, optional `backbone`, and `heatmap=1` to get
+the Grad-CAM map and the photo as data URLs too. `GET /api/models` lists the backbones.
 
 Uploads are decoded from memory with prepare's own function (images.load_image) and never
 saved by us (Werkzeug may spool a large request body to a temporary file, nothing else);
@@ -49,10 +50,18 @@ class ApiError(Exception):
         self.status = status
 
 
-def _png_data_url(pixels: np.ndarray) -> str:
+def _data_url(pixels: np.ndarray, fmt: str) -> str:
+    """An RGB array as a data: URL the page can show without a second request.
+
+    The photo goes as JPEG: as PNG, a 384 px photo took 120 ms to compress, more than the
+    model and Grad-CAM together. The heatmap is small and smooth: PNG, fastest setting.
+    """
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    if fmt == "JPEG":
+        Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+    else:
+        Image.fromarray(pixels).save(buf, "PNG", compress_level=1)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 class Models:
@@ -110,12 +119,12 @@ class Models:
             raise ApiError(422, f"cannot read the upload as an image: {err}") from err
         with self._lock:
             probs = predictor.predict(image[None], tta=tta)[0]
-            result = {"model": predictor.name, "backbone": backbone,
-                      "classes": predictor.classes, "tta": tta, **predictor.result(probs)}
-            if heatmap:
-                cam = gradcam(predictor.model, image, int(np.argmax(probs)))
-                result["image"] = _png_data_url(display)
-                result["heatmap"] = _png_data_url(colormap(cam))
+            cam = gradcam(predictor.model, image, int(np.argmax(probs))) if heatmap else None
+        result = {"model": predictor.name, "backbone": backbone, "classes": predictor.classes,
+                  "tta": tta, **predictor.result(probs)}
+        if cam is not None:
+            result["image"] = _data_url(display, "JPEG")
+            result["heatmap"] = _data_url(colormap(cam), "PNG")
         return result
 
 
@@ -203,6 +212,9 @@ def main(port: int | None = None) -> None:
         first = models.default_backbone()
     except ApiError as err:
         raise ModelNotFoundError(str(err)) from None
+    if config["default_backbone"] not in ("best", first):
+        print(f"serve.backbone '{config['default_backbone']}' has no trained model; "
+              f"starting with {first}", flush=True)
     print(f"loading {first} ...", flush=True)
     models.get(first)  # warm before the first visitor, and fail now if it cannot load
     print(f"serving on http://127.0.0.1:{port}  (a research tool, not a medical device)",

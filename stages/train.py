@@ -1,33 +1,56 @@
-"""Stage train@<backbone>: phase 1 of transfer learning → models/<backbone>/head.keras.
+"""Stage train@<backbone>-<fold>: phase 1 of transfer learning → models/<b>/<fold>/head.keras.
 
 A pretrained backbone is frozen and only the new head learns, so large early gradients from
 a random head cannot wreck the ImageNet features; a backbone without pretrained weights
-trains whole. Curves go to metrics/training/<backbone>/train (DVCLive).
+trains whole. Curves go to metrics/training/<b>/<fold>/train (DVCLive). An interrupted run
+resumes from its last completed epoch (see core/training.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from stages.core.classifier import build_classifier, compile_classifier, model_card, write_model
 from stages.core.errors import run_stage
 from stages.core.params import get, load_params, model_config
-from stages.core.paths import model_dir, parse_target, training_log_dir
-from stages.core.training import fit_logged, seed_everything, training_data
+from stages.core.paths import (
+    AUGMENTED_DIR,
+    PREPARED_DIR,
+    model_dir,
+    parse_target,
+    training_log_dir,
+)
+from stages.core.training import (
+    Checkpoints,
+    fingerprint,
+    fit_resumable,
+    seed_everything,
+    training_data,
+)
 
 
 def main(backbone: str, fold: str) -> None:
     params = load_params()
     cfg = model_config(params, backbone)
-    seed_everything(get(params, "seed"))
-    train, val, meta = training_data(cfg.train.batch_size, get(params, "seed"), fold)
+    seed = get(params, "seed")
+    seed_everything(seed)
+    train, val, meta = training_data(cfg.train.batch_size, fold)
     classes = meta["classes"]
     model = build_classifier(cfg, meta["image_size"], len(classes))
     compile_classifier(model, cfg.train.lr, len(classes))
     trainable = sum(int(w.shape.num_elements() or 0) for w in model.trainable_weights)
     print(f"train@{backbone}-{fold}: {cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
           f"parameters, {cfg.train.epochs} epochs", flush=True)
-    fit_logged(model, train, val, cfg.train.epochs, training_log_dir(backbone, fold, "train"))
+    # Exactly what dvc.yaml lists for this stage: a change to any of it starts afresh.
+    run_params = {"seed": seed, "fold": fold, "arch": cfg.arch, "weights": cfg.weights,
+                  "head": asdict(cfg.head), "train": asdict(cfg.train)}
+    checkpoints = Checkpoints("train", f"{backbone}-{fold}",
+                              fingerprint(run_params, [PREPARED_DIR, AUGMENTED_DIR]))
+    fit_resumable(model, train, val, len(classes), cfg.train, seed, checkpoints,
+                  f"train@{backbone}-{fold}")
     write_model(model, model_dir(backbone, fold) / "head.keras",
                 model_card(cfg, meta["image_size"], classes))
+    checkpoints.finish(training_log_dir(backbone, fold, "train"))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,18 @@
 """The one decoding function: orientation, colour modes, sizes and bad files."""
 
+import contextlib
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from stages.core.images import ImageError, load_image
+from tests import bad_files
+from tests.conftest import REPO
 
 
 def _save(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -55,7 +61,7 @@ def test_large_jpeg_is_decoded_at_reduced_scale_to_the_right_size():
 @pytest.mark.parametrize(
     "data, reason",
     [
-        (b"", "not an image"),
+        (b"", "empty file"),
         (b"this is a text file, not a jpeg", "not an image"),
         (None, "corrupt or truncated"),
     ],
@@ -65,3 +71,103 @@ def test_bad_files_raise_image_error_with_a_reason(data, reason):
         data = _save(Image.new("RGB", (200, 200), (10, 20, 30)), "JPEG")[:300]
     with pytest.raises(ImageError, match=reason):
         load_image(data, 16)
+
+
+# ---------------------------------------------------------------- every case, file built here
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_every_exif_orientation_is_made_upright(orientation):
+    out = load_image(bad_files.exif_rotated(orientation), 32)
+    assert out[16, 3, 0] > 200 and out[16, 3, 2] < 60, "red on the left"
+    assert out[16, 28, 2] > 200 and out[16, 28, 0] < 60, "blue on the right"
+
+
+@pytest.mark.parametrize("name", sorted(bad_files.colour_modes()))
+def test_colour_modes_are_converted_not_rejected(name):
+    out = load_image(bad_files.colour_modes()[name], 24)
+    assert out.dtype == np.uint8 and out.shape == (24, 24, 3)
+    assert 0 < out.mean() < 255
+
+
+def test_sixteen_bit_rgb_keeps_its_colours():
+    out = load_image(bad_files.png_rgb16(), 16).astype(int)
+    assert (out[:, :, 0] > 240).all()  # red channel full everywhere
+    assert out[8, 0, 1] < 30 and out[8, -1, 1] > 220  # green/blue ramp up left to right
+
+
+def test_transparent_palette_pixels_become_black():
+    out = load_image(bad_files.palette_with_transparency(), 40)
+    assert out[15, 2].max() == 0 and out[15, 30].tolist() == [200, 120, 90]
+
+
+def test_decompression_bomb_png_is_refused_without_decoding():
+    with pytest.raises(ImageError, match="too many pixels"):
+        load_image(bad_files.png_bomb(), 96)
+
+
+def test_huge_baseline_jpeg_is_decoded_at_reduced_scale_in_bounded_memory(tmp_path):
+    path = tmp_path / "huge.jpg"
+    path.write_bytes(bad_files.huge_jpeg())  # 15000 x 15000: 225 MP, over 2x Pillow's limit
+    # VmHWM, the peak RSS of this process image (ru_maxrss would include the parent's, on
+    # Linux it survives exec).
+    code = ("import re, sys; from pathlib import Path; from stages.core.images import load_image; "
+            "out = load_image(sys.argv[1], 96); "
+            "peak = re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1]; "
+            "print(out.shape[0], int(out.mean()), peak)")
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs Linux /proc to measure peak memory")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, check=True,
+                            capture_output=True, text=True)
+    side, mean, peak_kb = (int(x) for x in result.stdout.split())
+    assert side == 96 and abs(mean - 150) < 3
+    # Decoding it whole would take 225 MB (675 MB as RGB); at 1/8 scale it is 3.5 MB.
+    assert peak_kb < 150_000, f"peak RSS {peak_kb // 1024} MB"
+
+
+@pytest.fixture
+def small_pixel_limit(monkeypatch):
+    """Pillow's bomb limit lowered to 0.5 MP, so ordinary test images stand in for huge ones."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500_000)
+
+
+def test_over_the_limit_jpeg_is_drafted_if_that_brings_it_under(small_pixel_limit):
+    jpeg = bad_files.encode(bad_files.lesion((1600, 1200)), "JPEG")  # 1.9 MP > 2 x 0.5 MP
+    assert load_image(jpeg, 64).shape == (64, 64, 3)  # decoded at 1/8: 200 x 150
+    with pytest.raises(ImageError, match="still 1600x1200"):
+        load_image(jpeg, 600)  # a 1200 px target needs full scale: over the limit
+
+
+def test_over_the_limit_progressive_jpeg_or_png_is_refused(small_pixel_limit):
+    img = bad_files.lesion((1000, 800))  # 0.8 MP: between the limit and twice it
+    with pytest.raises(ImageError, match="progressive JPEG of 1000x800"):
+        load_image(bad_files.encode(img, "JPEG", progressive=True), 64)
+    with pytest.raises(ImageError, match="too many pixels"):
+        load_image(bad_files.encode(img, "PNG"), 64)
+
+
+def test_missing_file_and_folder_have_their_own_reasons(tmp_path):
+    with pytest.raises(ImageError, match="image file missing"):
+        load_image(tmp_path / "nope.jpg", 16)
+    (tmp_path / "dir.jpg").mkdir()
+    with pytest.raises(ImageError, match="cannot read the file"):
+        load_image(tmp_path / "dir.jpg", 16)
+    (tmp_path / "empty.jpg").touch()
+    with pytest.raises(ImageError, match="empty file"):
+        load_image(tmp_path / "empty.jpg", 16)
+
+
+def test_damaged_files_only_ever_raise_image_error():
+    """Seeded fuzzing: cut and scribbled-on JPEGs and PNGs never crash the decoder."""
+    rng = np.random.default_rng(0)
+    originals = [bad_files.encode(bad_files.lesion(), "JPEG"),
+                 bad_files.encode(bad_files.lesion(), "JPEG", progressive=True),
+                 bad_files.encode(bad_files.lesion(), "PNG")]
+    for data in originals:
+        for _ in range(60):
+            damaged = bytearray(data[: rng.integers(1, len(data))] if rng.random() < 0.5
+                                else data)
+            for at in rng.integers(0, len(damaged), rng.integers(1, 20)):
+                damaged[at] = rng.integers(0, 256)
+            with contextlib.suppress(ImageError):  # anything else fails the test
+                load_image(bytes(damaged), 16)

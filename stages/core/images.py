@@ -110,6 +110,12 @@ def _open(source: str | Path | BinaryIO, size: int) -> Image.Image:
     return img
 
 
+def _is_empty(source: str | Path | BinaryIO) -> bool:
+    if isinstance(source, io.BytesIO):
+        return not source.getbuffer().nbytes
+    return isinstance(source, str | Path) and Path(source).stat().st_size == 0
+
+
 def load_image(source: str | Path | bytes | BinaryIO, size: int) -> np.ndarray:
     """Decode an image file or bytes into an upright RGB uint8 array of shape (size, size, 3).
 
@@ -119,6 +125,8 @@ def load_image(source: str | Path | bytes | BinaryIO, size: int) -> np.ndarray:
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     try:
+        if _is_empty(source):
+            raise ImageError("empty file (0 bytes)")
         with _open(source, size) as img:
             rgb = _to_rgb(_upright(img))
             rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)

@@ -6,6 +6,7 @@ const main = document.querySelector("main");
 const maxBytes = Number(main.dataset.maxBytes);
 
 function showError(message) {
+  $("result").hidden = true;  // never leave the last photo's result under a new error
   $("error").textContent = message;
   $("error").hidden = false;
   $("status").textContent = "";
@@ -78,7 +79,6 @@ async function upload(file) {
     return;
   }
   if (!response.ok) {
-    $("result").hidden = true;
     showError(data.error || `Request failed (${response.status}).`);
     return;
   }
