@@ -58,7 +58,8 @@ def assert_nothing_to_do(clone: Project) -> None:
     repro = clone.dvc("repro").stdout
     assert clone.stages_run(repro) == set(), repro
     for path in ("data/raw/metadata.csv", "data/interim/split.csv",
-                 "models/small_cnn/model.keras", "metrics/backbones/small_cnn.json"):
+                 "models/small_cnn/holdout/model.keras",
+                 "metrics/backbones/small_cnn/holdout.json"):
         assert (clone.root / path).is_file(), path
     assert list((clone.root / "data/processed/prepared").glob("train-*.npz"))
 
