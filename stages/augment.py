@@ -9,17 +9,16 @@ of its own images (oversampling the minority class), the originals kept as they 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import keras
 import numpy as np
 
 from stages.core.errors import run_stage
 from stages.core.params import get, load_params, number
+from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
 from stages.core.shards import read_meta, read_split, write_meta, write_split
 
-PREPARED_DIR = Path("data/processed/prepared")
-OUT_DIR = Path("data/processed/augmented")
+OUT_DIR = AUGMENTED_DIR
 BATCH = 64
 
 
@@ -67,23 +66,32 @@ def augmented_items(images, labels, ids, targets, model, rng) -> Iterator[tuple]
         print(f"  class {cls}: {len(members)} originals → {target} images", flush=True)
 
 
+def training_parts(meta: dict) -> list[str]:
+    """The prepared parts any fold trains on: `train`, or every cross-validation fold."""
+    parts = list(meta["counts"])
+    return [p for p in parts if p.startswith("fold")] or ["train"]
+
+
 def main() -> None:
     params = load_params()
     seed = get(params, "seed")
     keras.utils.set_random_seed(seed)
-    train = read_split(PREPARED_DIR, "train")
-    targets = target_counts(train.labels, number(params, "augment.copies", 1.0, 100.0),
-                            bool(get(params, "augment.balance")))
+    meta = read_meta(PREPARED_DIR)
+    model = augmenter(params, seed)
+    rng = np.random.default_rng(seed)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for old in OUT_DIR.glob("*.npz"):
         old.unlink()
-    items = augmented_items(train.images, train.labels, train.ids, targets,
-                            augmenter(params, seed), np.random.default_rng(seed))
-    count = write_split(OUT_DIR, "train", items, read_meta(PREPARED_DIR)["shard_size"])
-    classes = read_meta(PREPARED_DIR)["classes"]
-    write_meta(OUT_DIR, {"classes": classes,
-                         "counts": {classes[c]: n for c, n in targets.items()}, "total": count})
-    print(f"{count} training images written to {OUT_DIR}")
+    counts = {}
+    # Each part is balanced on its own, so any union of folds a model trains on is balanced.
+    for part in training_parts(meta):
+        data = read_split(PREPARED_DIR, part)
+        targets = target_counts(data.labels, number(params, "augment.copies", 1.0, 100.0),
+                                bool(get(params, "augment.balance")))
+        items = augmented_items(data.images, data.labels, data.ids, targets, model, rng)
+        counts[part] = write_split(OUT_DIR, part, items, meta["shard_size"])
+        print(f"{part}: {counts[part]} training images written to {OUT_DIR}", flush=True)
+    write_meta(OUT_DIR, {"classes": meta["classes"], "counts": counts})
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""Stage evaluate@<backbone>: the fine-tuned model on the test split.
+"""Stage evaluate@<backbone>-<fold>: the fine-tuned model on its fold's test images.
 
-Writes metrics/backbones/<backbone>.json (git-tracked, for `dvc metrics diff`), the ROC,
-precision-recall and confusion-matrix data under metrics/plots/<backbone>/ (drawn by
-`dvc plots show`), and the test predictions in the ISIC challenge submission layout.
+Writes metrics/backbones/<backbone>/<fold>.json (git-tracked, for `dvc metrics diff`), the
+ROC, precision-recall and confusion-matrix data under metrics/plots/<backbone>/<fold>/ (drawn
+by `dvc plots show`), and the test predictions in the ISIC challenge submission layout.
+With `evaluate.tta: true` the probabilities are averaged over the eight flips/rotations of
+each image (core/tta.py), as predict --tta and the web app do.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -16,9 +17,17 @@ import pandas as pd
 from stages.core.classifier import load_model
 from stages.core.errors import run_stage
 from stages.core.metrics import classification_metrics, curve_points
-from stages.core.shards import read_split
-
-PREPARED_DIR = Path("data/processed/prepared")
+from stages.core.params import get, load_params
+from stages.core.paths import (
+    PREPARED_DIR,
+    metrics_file,
+    model_dir,
+    parse_target,
+    plots_dir,
+    predictions_file,
+)
+from stages.core.shards import fold_parts, read_meta, read_split
+from stages.core.tta import as_predict, tta_predict
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -29,30 +38,38 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def main(backbone: str) -> None:
-    model, card = load_model(Path(f"models/{backbone}/model.keras"))
+def write_predictions(path: Path, ids, probs, classes: list[str]) -> None:
+    """ISIC challenge layout: `image` + one probability column per class."""
+    predictions = pd.DataFrame(probs, columns=classes).round(6)
+    predictions.insert(0, "image", ids)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    predictions.to_csv(path, index=False)
+
+
+def write_plots(out_dir: Path, labels, probs, classes: list[str]) -> None:
+    for name, points in curve_points(labels, probs, classes).items():
+        write_json(out_dir / f"{name}.json", {name: points})
+    pd.DataFrame({"actual": [classes[i] for i in labels],
+                  "predicted": [classes[i] for i in probs.argmax(axis=1)]}).to_csv(
+        out_dir / "confusion.csv", index=False)
+
+
+def main(backbone: str, fold: str) -> None:
+    model, card = load_model(model_dir(backbone, fold) / "model.keras")
     classes = card["classes"]
-    test = read_split(PREPARED_DIR, "test")
-    probs = model.predict(test.images.astype("float32"), batch_size=64, verbose=0)
+    test = read_split(PREPARED_DIR, fold_parts(fold, list(read_meta(PREPARED_DIR)["counts"])).test)
+    if get(load_params(), "evaluate.tta"):
+        probs = tta_predict(model, test.images)
+    else:
+        probs = as_predict(model)(test.images.astype("float32"))
 
     scores = classification_metrics(test.labels, probs, classes)
-    write_json(Path(f"metrics/backbones/{backbone}.json"), scores)
-    plots = Path(f"metrics/plots/{backbone}")
-    for name, points in curve_points(test.labels, probs, classes).items():
-        write_json(plots / f"{name}.json", {name: points})
-    pd.DataFrame({"actual": [classes[i] for i in test.labels],
-                  "predicted": [classes[i] for i in probs.argmax(axis=1)]}).to_csv(
-        plots / "confusion.csv", index=False)
-    # ISIC challenge layout: `image` + one probability column per class.
-    predictions = pd.DataFrame(probs, columns=classes).round(6)
-    predictions.insert(0, "image", test.ids)
-    Path("metrics/predictions").mkdir(parents=True, exist_ok=True)
-    predictions.to_csv(f"metrics/predictions/{backbone}.csv", index=False)
+    write_json(metrics_file(backbone, fold), scores)
+    write_plots(plots_dir(backbone, fold), test.labels, probs, classes)
+    write_predictions(predictions_file(backbone, fold), test.ids, probs, classes)
     summary = {k: v for k, v in scores.items() if k != "confusion_matrix"}
-    print(f"evaluate@{backbone}: {json.dumps(summary)}")
+    print(f"evaluate@{backbone}-{fold}: {json.dumps(summary)}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backbone", help="a key under `models:` in params.yaml")
-    run_stage("evaluate", main, parser.parse_args().backbone)
+    run_stage("evaluate", main, *parse_target(__doc__.splitlines()[0]))

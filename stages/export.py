@@ -19,8 +19,8 @@ import numpy as np
 from stages.core.classifier import load_model
 from stages.core.errors import PipelineError, run_stage
 from stages.core.params import ParamsError, load_params
+from stages.core.paths import SUMMARY_FILE
 
-SUMMARY_FILE = Path("metrics/summary.json")
 OUT_DIR = Path("models/export")
 
 

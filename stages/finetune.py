@@ -8,9 +8,7 @@ last completed epoch, these callbacks' counters included (see core/training.py).
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
-from pathlib import Path
 
 import keras
 
@@ -23,9 +21,14 @@ from stages.core.classifier import (
 )
 from stages.core.errors import run_stage
 from stages.core.params import get, load_params, model_config
-from stages.core.training import (
+from stages.core.paths import (
     AUGMENTED_DIR,
     PREPARED_DIR,
+    model_dir,
+    parse_target,
+    training_log_dir,
+)
+from stages.core.training import (
     Checkpoints,
     fingerprint,
     fit_resumable,
@@ -34,18 +37,18 @@ from stages.core.training import (
 )
 
 
-def main(backbone: str) -> None:
+def main(backbone: str, fold: str) -> None:
     params = load_params()
     cfg = model_config(params, backbone)
     ft = cfg.finetune
     seed = get(params, "seed")
     seed_everything(seed)
-    train, val, meta = training_data(ft.batch_size)
-    head_path = Path(f"models/{backbone}/head.keras")
+    train, val, meta = training_data(ft.batch_size, fold)
+    head_path = model_dir(backbone, fold) / "head.keras"
     model, _ = load_model(head_path)
     if cfg.weights is not None:
         unfrozen = unfreeze_backbone(model, ft.unfreeze)
-        print(f"finetune@{backbone}: {unfrozen} backbone layers trainable", flush=True)
+        print(f"finetune@{backbone}-{fold}: {unfrozen} backbone layers trainable", flush=True)
     compile_classifier(model, ft.lr, len(meta["classes"]))
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=ft.patience,
@@ -54,17 +57,15 @@ def main(backbone: str) -> None:
                                           patience=max(1, ft.patience // 2), verbose=1),
     ]
     # Exactly what dvc.yaml lists for this stage: a change to any of it starts afresh.
-    run_params = {"seed": seed, "weights": cfg.weights, "finetune": asdict(ft)}
-    checkpoints = Checkpoints("finetune", backbone, fingerprint(
+    run_params = {"seed": seed, "fold": fold, "weights": cfg.weights, "finetune": asdict(ft)}
+    checkpoints = Checkpoints("finetune", f"{backbone}-{fold}", fingerprint(
         run_params, [head_path, PREPARED_DIR, AUGMENTED_DIR]))
     fit_resumable(model, train, val, len(meta["classes"]), ft, seed, checkpoints,
-                  f"finetune@{backbone}", callbacks)
-    write_model(model, Path(f"models/{backbone}/model.keras"),
+                  f"finetune@{backbone}-{fold}", callbacks)
+    write_model(model, model_dir(backbone, fold) / "model.keras",
                 model_card(cfg, meta["image_size"], meta["classes"]))
-    checkpoints.finish(Path(f"metrics/training/{backbone}/finetune"))
+    checkpoints.finish(training_log_dir(backbone, fold, "finetune"))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backbone", help="a key under `models:` in params.yaml")
-    run_stage("finetune", main, parser.parse_args().backbone)
+    run_stage("finetune", main, *parse_target(__doc__.splitlines()[0]))

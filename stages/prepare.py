@@ -28,7 +28,6 @@ RAW_DIR = Path("data/raw")
 SPLIT_FILE = Path("data/interim/split.csv")
 OUT_DIR = Path("data/processed/prepared")
 REJECTED_FILE = Path("data/interim/rejected.csv")
-SPLITS = ("train", "val", "test")
 MAX_KEY = "prepare.max_rejected_fraction"
 
 
@@ -79,7 +78,7 @@ def main() -> None:
     rejected: list[dict] = []
     counts: dict[str, int] = {}
     with Pool(workers()) as pool:
-        for split in SPLITS:
+        for split in sorted(frame["split"].unique()):  # train/val/test, or fold0..foldK-1
             rows = frame[frame["split"] == split]
             items = decoded_items(rows, size, pool, rejected, split)
             try:

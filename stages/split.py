@@ -1,4 +1,7 @@
-"""Stage split: data/raw → data/interim/split.csv (train / val / test), stratified and grouped.
+"""Stage split: data/raw → data/interim/split.csv, stratified by label and grouped.
+
+`folds: [holdout]` gives one train / val / test split; `folds: [0, 1, ..., K-1]` gives K
+cross-validation folds (fold0..foldK-1), each fold in turn the test set (see shards.fold_parts).
 
 Images of one lesion, or of one patient, look alike; if they sat in two splits the test score
 would measure memory, not skill. So items linked by lesion_id or patient_id form one group,
@@ -15,11 +18,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from stages.core.errors import PipelineError, run_stage
 from stages.core.params import choice, get, load_params, number
+from stages.core.paths import HOLDOUT, RAW_DIR, SPLIT_FILE
 from stages.core.reports import write_rejected
 from stages.core.sources import local
 
-RAW_DIR = Path("data/raw")
-SPLIT_FILE = Path("data/interim/split.csv")
 COUNTS_FILE = Path("metrics/split.json")
 
 
@@ -50,14 +52,14 @@ def _hold_out(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Index
     return frame.index[rest], frame.index[held]
 
 
-def check_class_sizes(frame: pd.DataFrame) -> None:
+def check_class_sizes(frame: pd.DataFrame, parts: int = 3) -> None:
     groups = frame.groupby("label")["group"].nunique()
-    small = groups[groups < 3]
+    small = groups[groups < parts]
     if len(small):
         detail = ", ".join(f"'{c}' has {n} lesion/patient group(s)" for c, n in small.items())
         raise PipelineError(
-            f"too few images to split: {detail}; each class needs at least 3 (one per split). "
-            "Add images, drop the class from the source, or use task: binary."
+            f"too few images to split: {detail}; each class needs at least {parts} (one per "
+            "split or fold). Add images, drop the class from the source, or use task: binary."
         )
 
 
@@ -69,6 +71,25 @@ def assign_splits(frame: pd.DataFrame, val: float, test: float, seed: int) -> pd
     _, val_idx = _hold_out(frame.loc[rest], val / (1 - test), seed)
     split[val_idx] = "val"
     return split
+
+
+def assign_folds(frame: pd.DataFrame, n_folds: int, seed: int) -> pd.Series:
+    check_class_sizes(frame, n_folds)
+    folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    split = pd.Series("", index=frame.index)
+    for k, (_, held) in enumerate(folds.split(frame, frame["label"], frame["group"])):
+        split.iloc[held] = f"fold{k}"
+    return split
+
+
+def fold_count(folds: list) -> int:
+    """0 for [holdout]; K for [0, 1, ..., K-1]."""
+    if folds == [HOLDOUT]:
+        return 0
+    if folds != list(range(len(folds))) or len(folds) < 3:
+        raise PipelineError(f"params.yaml: 'folds' must be [{HOLDOUT}] or [0, 1, ..., K-1] "
+                            f"with K >= 3; got {folds!r}")
+    return len(folds)
 
 
 def main() -> None:
@@ -89,12 +110,12 @@ def main() -> None:
         "label": items[label_column],
         "group": link_groups(items),
     })
-    frame["split"] = assign_splits(
-        frame,
-        val=number(params, "split.val", 0.01, 0.5),
-        test=number(params, "split.test", 0.01, 0.5),
-        seed=get(params, "seed"),
-    )
+    n_folds, seed = fold_count(get(params, "folds")), get(params, "seed")
+    if n_folds:
+        frame["split"] = assign_folds(frame, n_folds, seed)
+    else:
+        frame["split"] = assign_splits(frame, val=number(params, "split.val", 0.01, 0.5),
+                                       test=number(params, "split.test", 0.01, 0.5), seed=seed)
     SPLIT_FILE.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(SPLIT_FILE, index=False)
 

@@ -1,23 +1,26 @@
-"""Stage train@<backbone>: phase 1 of transfer learning → models/<backbone>/head.keras.
+"""Stage train@<backbone>-<fold>: phase 1 of transfer learning → models/<b>/<fold>/head.keras.
 
 A pretrained backbone is frozen and only the new head learns, so large early gradients from
 a random head cannot wreck the ImageNet features; a backbone without pretrained weights
-trains whole. Curves go to metrics/training/<backbone>/train (DVCLive). An interrupted run
+trains whole. Curves go to metrics/training/<b>/<fold>/train (DVCLive). An interrupted run
 resumes from its last completed epoch (see core/training.py).
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict
-from pathlib import Path
 
 from stages.core.classifier import build_classifier, compile_classifier, model_card, write_model
 from stages.core.errors import run_stage
 from stages.core.params import get, load_params, model_config
-from stages.core.training import (
+from stages.core.paths import (
     AUGMENTED_DIR,
     PREPARED_DIR,
+    model_dir,
+    parse_target,
+    training_log_dir,
+)
+from stages.core.training import (
     Checkpoints,
     fingerprint,
     fit_resumable,
@@ -26,31 +29,29 @@ from stages.core.training import (
 )
 
 
-def main(backbone: str) -> None:
+def main(backbone: str, fold: str) -> None:
     params = load_params()
     cfg = model_config(params, backbone)
     seed = get(params, "seed")
     seed_everything(seed)
-    train, val, meta = training_data(cfg.train.batch_size)
+    train, val, meta = training_data(cfg.train.batch_size, fold)
     classes = meta["classes"]
     model = build_classifier(cfg, meta["image_size"], len(classes))
     compile_classifier(model, cfg.train.lr, len(classes))
     trainable = sum(int(w.shape.num_elements() or 0) for w in model.trainable_weights)
-    print(f"train@{backbone}: {cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
+    print(f"train@{backbone}-{fold}: {cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
           f"parameters, {cfg.train.epochs} epochs", flush=True)
     # Exactly what dvc.yaml lists for this stage: a change to any of it starts afresh.
-    run_params = {"seed": seed, "arch": cfg.arch, "weights": cfg.weights,
+    run_params = {"seed": seed, "fold": fold, "arch": cfg.arch, "weights": cfg.weights,
                   "head": asdict(cfg.head), "train": asdict(cfg.train)}
-    checkpoints = Checkpoints("train", backbone,
+    checkpoints = Checkpoints("train", f"{backbone}-{fold}",
                               fingerprint(run_params, [PREPARED_DIR, AUGMENTED_DIR]))
     fit_resumable(model, train, val, len(classes), cfg.train, seed, checkpoints,
-                  f"train@{backbone}")
-    write_model(model, Path(f"models/{backbone}/head.keras"),
+                  f"train@{backbone}-{fold}")
+    write_model(model, model_dir(backbone, fold) / "head.keras",
                 model_card(cfg, meta["image_size"], classes))
-    checkpoints.finish(Path(f"metrics/training/{backbone}/train"))
+    checkpoints.finish(training_log_dir(backbone, fold, "train"))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("backbone", help="a key under `models:` in params.yaml")
-    run_stage("train", main, parser.parse_args().backbone)
+    run_stage("train", main, *parse_target(__doc__.splitlines()[0]))

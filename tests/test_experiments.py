@@ -21,7 +21,7 @@ def test_queued_experiments_run_and_show_their_own_metrics(tmp_path):
     runs = _experiments(shown)
     lrs = {run["params"]["models"]["small_cnn"]["finetune"]["lr"]: run for run in runs}
     assert set(lrs) >= {0.003, 0.0003}, lrs.keys()
-    aucs = {lr: run["metrics"]["metrics/backbones/small_cnn.json"]["data"]["roc_auc"]
+    aucs = {lr: run["metrics"]["metrics/backbones/small_cnn/holdout.json"]["data"]["roc_auc"]
             for lr, run in lrs.items()}
     assert all(0 <= auc <= 1 for auc in aucs.values())
     names = [run["name"] for run in runs]

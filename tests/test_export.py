@@ -88,7 +88,7 @@ def test_stage_exports_the_best_model(in_tmp_repo, capsys):
     out = in_tmp_repo / "models/export"
     assert {p.name for p in out.iterdir()} == {"saved_model", "model.tflite", "model.json"}
     assert "exported small_cnn" in capsys.readouterr().out
-    model, _ = load_model(in_tmp_repo / "models/small_cnn/model.keras")
+    model, _ = load_model(in_tmp_repo / "models/small_cnn/holdout/model.keras")
     _check(model, out, float16=True)
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stages.compare import leaderboard, markdown
+from stages.compare import leaderboard, markdown, summarize
 from stages.core.metrics import classification_metrics, curve_points
 
 CLASSES = ["benign", "malignant"]
@@ -38,8 +38,16 @@ def test_curves_run_from_corner_to_corner():
 
 
 def test_leaderboard_ranks_by_the_chosen_metric_and_missing_scores_last():
-    scores = {"a": {"roc_auc": 0.7}, "b": {"roc_auc": 0.9}, "c": {"roc_auc": None}}
-    rows = leaderboard(scores, "roc_auc")
-    assert [r["backbone"] for r in rows] == ["b", "a", "c"]
-    table = markdown(rows)
-    assert "| 1 | b | 0.900 |" in table and "| 3 | c | – |" in table
+    rows = {name: summarize([{"roc_auc": auc}]) for name, auc in
+            (("a", 0.7), ("b", 0.9), ("c", None))}
+    ranked = leaderboard(rows, "roc_auc")
+    assert [name for name, _ in ranked] == ["b", "a", "c"]
+    table = markdown(ranked)
+    assert "| 1 | b | 1 | 0.900 |" in table and "| 3 | c | 1 | – |" in table
+
+
+def test_cross_validation_summary_is_mean_and_spread_over_folds():
+    row = summarize([{"roc_auc": 0.8, "f1": 0.5}, {"roc_auc": 0.6, "f1": 0.7}])
+    assert row["folds"] == 2
+    assert row["roc_auc"] == pytest.approx(0.7) and row["roc_auc_std"] == pytest.approx(0.1)
+    assert "± 0.100" in markdown([("m", row)])

@@ -38,14 +38,15 @@ def test_repro_writes_every_declared_output(project):
     assert list((root / "data/processed/prepared").glob("train-*.npz"))
     assert list((root / "data/processed/augmented").glob("train-*.npz"))
     for name in TINY["backbones"]:
-        for path in (f"models/{name}/head.keras", f"models/{name}/model.keras",
-                     f"metrics/plots/{name}/roc.json", f"metrics/plots/{name}/confusion.csv",
-                     f"metrics/training/{name}/train/metrics.json"):
+        for path in (f"models/{name}/holdout/head.keras", f"models/{name}/holdout/model.keras",
+                     f"metrics/plots/{name}/holdout/roc.json",
+                     f"metrics/plots/{name}/holdout/confusion.csv",
+                     f"metrics/training/{name}/holdout/train/metrics.json"):
             assert (root / path).exists(), path
-        scores = _read_json(project, f"metrics/backbones/{name}.json")
+        scores = _read_json(project, f"metrics/backbones/{name}/holdout.json")
         assert set(scores) >= METRIC_KEYS, name
         assert 0.0 <= scores["roc_auc"] <= 1.0
-        predictions = pd.read_csv(root / f"metrics/predictions/{name}.csv")
+        predictions = pd.read_csv(root / f"metrics/predictions/{name}/holdout.csv")
         assert list(predictions.columns) == ["image", "benign", "malignant"]
         assert len(predictions) == (split["split"] == "test").sum()
     summary = _read_json(project, "metrics/summary.json")
@@ -59,31 +60,35 @@ def test_repro_writes_every_declared_output(project):
 def test_metrics_plots_and_dag_list_every_backbone(project):
     shown = project.dvc("metrics", "show", "--json").stdout
     for name in TINY["backbones"]:
-        assert f"metrics/backbones/{name}.json" in shown
+        assert f"metrics/backbones/{name}/holdout.json" in shown
     plots = project.dvc("plots", "show", "--json").stdout
     for name in TINY["backbones"]:
         for plot in ("roc.json", "precision_recall.json", "confusion.csv"):
-            assert f"metrics/plots/{name}/{plot}" in plots, plot
-        assert f"metrics/training/{name}/finetune/plots/metrics" in plots
+            assert f"metrics/plots/{name}/holdout/{plot}" in plots, plot
+        assert f"metrics/training/{name}/holdout/finetune/plots/metrics" in plots
     dag = project.dvc("dag", "--md").stdout
-    for stage in ("download", "split", "prepare", "augment", "train@small_cnn",
-                  "finetune@small_cnn", "evaluate@small_cnn", "compare", "export"):
+    for stage in ("download", "split", "prepare", "augment", "train@small_cnn-holdout",
+                  "finetune@small_cnn-holdout", "evaluate@small_cnn-holdout", "compare",
+                  "export"):
         assert stage in dag, stage
 
 
 def test_one_backbone_change_reruns_only_its_stages_and_compare(project):
     project.set_params({"models": {"small_cnn": {"finetune": {"lr": 1.0e-3}}}})
     status = project.dvc("status", "--json").stdout
-    assert set(json.loads(status)) == {"finetune@small_cnn"}
+    assert set(json.loads(status)) == {"finetune@small_cnn-holdout"}
     ran = project.stages_run(project.dvc("repro").stdout)
-    assert ran == {"finetune@small_cnn", "evaluate@small_cnn", "compare", "export"}
+    # export serves the best model, so it follows compare
+    assert ran == {"finetune@small_cnn-holdout", "evaluate@small_cnn-holdout", "compare",
+                   "export"}
     project.git("add", "-A")
     project.git("commit", "-qm", "small_cnn: finetune lr 1e-3")
 
     diff = json.loads(project.dvc("metrics", "diff", "HEAD~1", "--json").stdout)
-    changed = diff.get("metrics/backbones/small_cnn.json", {})
+    changed = diff.get("metrics/backbones/small_cnn/holdout.json", {})
     assert changed, f"no metric changed for small_cnn: {diff}"
-    assert "metrics/backbones/small_functional_cnn.json" not in diff
+    assert "metrics/backbones/small_functional_cnn/holdout.json" not in diff
+    assert "scores.small_cnn.roc_auc" in diff.get("metrics/summary.json", {}) or changed
 
 
 def test_augment_change_reruns_augment_and_everything_after(project):
@@ -91,7 +96,7 @@ def test_augment_change_reruns_augment_and_everything_after(project):
     assert set(json.loads(project.dvc("status", "--json").stdout)) == {"augment"}
     ran = project.stages_run(project.dvc("repro").stdout)
     after_augment = {"augment", "compare", "export"} | {
-        f"{stage}@{name}" for stage in ("train", "finetune", "evaluate")
+        f"{stage}@{name}-holdout" for stage in ("train", "finetune", "evaluate")
         for name in TINY["backbones"]}
     assert ran == after_augment
     project.git("add", "-A")
@@ -99,29 +104,42 @@ def test_augment_change_reruns_augment_and_everything_after(project):
 
 
 def test_training_is_reproducible_on_cpu(project):
-    before = _read_json(project, "metrics/backbones/small_functional_cnn.json")
-    project.dvc("repro", "--force", "--single-item", "train@small_functional_cnn")
+    path = "metrics/backbones/small_functional_cnn/holdout.json"
+    before = _read_json(project, path)
+    project.dvc("repro", "--force", "--single-item", "train@small_functional_cnn-holdout")
     project.dvc("repro")
-    assert _read_json(project, "metrics/backbones/small_functional_cnn.json") == before
+    assert _read_json(project, path) == before
 
 
 @pytest.mark.skipif(not UDA1_DIR.exists(), reason=f"{UDA1_DIR} not found (../shared/data)")
-def test_whole_pipeline_on_real_isic_images(tmp_path):
-    """The 400 UDA-1 dermoscopy images, through every stage (tiny epochs, 32 px)."""
+def test_cross_validation_on_real_isic_images(tmp_path):
+    """The 400 UDA-1 dermoscopy images through every stage: 3-fold CV of two backbones and
+    their ensemble (tiny epochs, 32 px)."""
+    names = ["small_cnn", "small_functional_cnn"]
     project = Project.copy_of_repo(tmp_path, merge(TINY, {
         "data": {"source": "local", "local": {"path": str(UDA1_DIR), "layout": "auto"}},
-        "backbones": ["small_cnn"],
+        "folds": [0, 1, 2], "compare": {"ensemble": names},
     }))
     project.dvc("repro")
     raw = pd.read_csv(project.root / "data/raw/metadata.csv")
     assert len(raw) == 400 and (raw["benign_malignant"] == "malignant").sum() == 114
     assert (project.root / "data/raw/attribution.txt").exists()
     split = pd.read_csv(project.root / "data/interim/split.csv")
-    assert len(split) == 400
+    assert len(split) == 400 and set(split["split"]) == {"fold0", "fold1", "fold2"}
+    assert (split.groupby("group")["split"].nunique() == 1).all()
     rejected = pd.read_csv(project.root / "data/interim/rejected.csv")
     assert rejected.empty, rejected
-    scores = _read_json(project, "metrics/backbones/small_cnn.json")
-    assert scores["n_images"] == (split["split"] == "test").sum()
+    for fold in range(3):  # each fold is scored on its own held-out images
+        scores = _read_json(project, f"metrics/backbones/small_cnn/{fold}.json")
+        assert scores["n_images"] == (split["split"] == f"fold{fold}").sum()
+    summary = _read_json(project, "metrics/summary.json")
+    for name in [*names, "ensemble"]:
+        row = summary["scores"][name]
+        assert row["folds"] == 3 and "roc_auc_std" in row, name
+    aucs = [_read_json(project, f"metrics/backbones/small_cnn/{k}.json")["roc_auc"]
+            for k in range(3)]
+    assert summary["scores"]["small_cnn"]["roc_auc"] == pytest.approx(sum(aucs) / 3, abs=1e-6)
+    assert summary["best"] in names
 
 
 def _ham10000_folder(root, count: int = 90):
@@ -156,7 +174,8 @@ def test_multiclass_task_on_a_ham10000_folder(tmp_path):
     meta = pd.read_csv(ham / "HAM10000_metadata.csv")
     lesion_of = dict(zip(meta["image_id"], meta["lesion_id"], strict=True))
     assert (split.groupby(split["isic_id"].map(lesion_of))["split"].nunique() == 1).all()
-    predictions = pd.read_csv(project.root / "metrics/predictions/small_functional_cnn.csv")
+    predictions = pd.read_csv(
+        project.root / "metrics/predictions/small_functional_cnn/holdout.csv")
     assert list(predictions.columns) == ["image", "benign keratosis", "melanoma", "nevus"]
-    scores = _read_json(project, "metrics/backbones/small_functional_cnn.json")
+    scores = _read_json(project, "metrics/backbones/small_functional_cnn/holdout.json")
     assert len(scores["confusion_matrix"]["rows_true_cols_pred"]) == 3

@@ -131,10 +131,10 @@ def test_tta_averages_the_flips_and_rotations(repo, photos, monkeypatch, capsys)
     folder, _ = photos
     path = folder / "ISIC_0000001.jpg"
     code, out, _ = run(repo, monkeypatch, capsys, path, "--format", "json", "--tta",
-                       "--model", repo / "models/small_cnn/model.keras")
+                       "--model", repo / "models/small_cnn/holdout/model.keras")
     assert code == 0
     got = json.loads(out)["predictions"][0]["probabilities"]
-    predictor = Predictor.load(repo / "models/small_cnn/model.keras")
+    predictor = Predictor.load(repo / "models/small_cnn/holdout/model.keras")
     want = tta_predict(predictor.model, predictor.decode(path)[None])[0]
     assert [got["benign"], got["malignant"]] == pytest.approx(list(want), abs=1e-5)
 

@@ -46,7 +46,7 @@ def round_trip(origin: Project, url: str, dest: Path,
     subprocess.run(["git", "clone", "-q", str(origin.root), str(dest)], check=True,
                    env=origin.env())
     clone = Project(dest)
-    assert not (dest / "models/small_cnn/model.keras").exists()  # git has no DVC outputs
+    assert not (dest / "models/small_cnn/holdout/model.keras").exists()  # git has no DVC outputs
     assert not (dest / "data/raw").exists()
     configure(clone)
     clone.dvc("pull")
@@ -58,7 +58,8 @@ def assert_nothing_to_do(clone: Project) -> None:
     repro = clone.dvc("repro").stdout
     assert clone.stages_run(repro) == set(), repro
     for path in ("data/raw/metadata.csv", "data/interim/split.csv",
-                 "models/small_cnn/model.keras", "metrics/backbones/small_cnn.json"):
+                 "models/small_cnn/holdout/model.keras",
+                 "metrics/backbones/small_cnn/holdout.json"):
         assert (clone.root / path).is_file(), path
     assert list((clone.root / "data/processed/prepared").glob("train-*.npz"))
 

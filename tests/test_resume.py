@@ -1,7 +1,7 @@
 """Interrupted training resumes from its last completed epoch (core/training.py).
 
 The unit tests interrupt a tiny model.fit in-process; the slow test SIGKILLs a real
-`dvc repro` during train@small_cnn and runs it again.
+`dvc repro` during train@small_cnn-holdout and runs it again.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ RESUME = merge(TINY, {
 def test_kill_9_during_dvc_repro_resumes_from_the_last_epoch(tmp_path):
     project = Project.copy_of_repo(tmp_path / "repo", RESUME)
     project.dvc("repro", "augment")
-    backup = project.root / ".cache/backup/train/small_cnn"
+    backup = project.root / ".cache/backup/train/small_cnn-holdout"
     dvc = str(Path(sys.executable).parent / "dvc")
     proc = subprocess.Popen([dvc, "repro"], cwd=project.root, env=project.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -206,24 +206,25 @@ def test_kill_9_during_dvc_repro_resumes_from_the_last_epoch(tmp_path):
     assert saved, "training never completed an epoch"
     epochs_done = int(saved[-1].name.split("-")[1])
     assert 1 <= epochs_done < 40
-    assert not list(project.root.glob("models/small_cnn/*"))  # no model, not even a temp file
-    assert not (project.root / "metrics/training/small_cnn/train/metrics.json").exists()
+    # no model, not even a temp file
+    assert not [p for p in project.root.glob("models/small_cnn/**/*") if p.is_file()]
+    assert not (project.root / "metrics/training/small_cnn/holdout/train/metrics.json").exists()
 
-    rerun = project.dvc("repro", "train@small_cnn").stdout
-    assert project.stages_run(rerun) == {"train@small_cnn"}
+    rerun = project.dvc("repro", "train@small_cnn-holdout").stdout
+    assert project.stages_run(rerun) == {"train@small_cnn-holdout"}
     assert "resuming after epoch" in rerun
     resumed_at = int(rerun.split("resuming after epoch ")[1].split()[0])
     assert resumed_at >= epochs_done  # the kill may land just after a newer epoch was saved
     assert len(re.findall(r"^Epoch \d+/40$", rerun, re.MULTILINE)) == 40 - resumed_at, rerun
-    log = project.root / "metrics/training/small_cnn/train"
+    log = project.root / "metrics/training/small_cnn/holdout/train"
     assert json.loads((log / "metrics.json").read_text())["step"] == 39
     with (log / "plots/metrics/train/loss.tsv").open() as handle:
         assert [int(r["step"]) for r in csv.DictReader(handle, delimiter="\t")] == list(range(40))
-    keras.models.load_model(project.root / "models/small_cnn/head.keras")  # a valid model
+    keras.models.load_model(project.root / "models/small_cnn/holdout/head.keras")  # a valid model
     assert not backup.exists()
-    assert "up to date" in project.dvc("status", "train@small_cnn").stdout
+    assert "up to date" in project.dvc("status", "train@small_cnn-holdout").stdout
 
     # The resumed run ended where an uninterrupted one ends.
     resumed = json.loads((log / "metrics.json").read_text())
-    project.dvc("repro", "--force", "--single-item", "train@small_cnn")
+    project.dvc("repro", "--force", "--single-item", "train@small_cnn-holdout")
     assert json.loads((log / "metrics.json").read_text()) == resumed

@@ -64,7 +64,7 @@ def test_api_matches_the_predict_code_path_and_other_backbones(client, repo):
     photo = jpeg_bytes(lesion_photo(150, seed=4))
     body = post(client, photo, backbone="small_functional_cnn").json
     assert body["model"] == "small_functional_cnn"
-    predictor = Predictor.load(repo / "models/small_functional_cnn/model.keras")
+    predictor = Predictor.load(repo / "models/small_functional_cnn/holdout/model.keras")
     want = predictor.predict(predictor.decode(photo)[None])[0]
     assert list(body["probabilities"].values()) == pytest.approx(list(want), abs=1e-6)
 

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from stages.core.errors import PipelineError
-from stages.split import assign_splits, check_class_sizes, link_groups
+from stages.core.shards import fold_parts
+from stages.split import assign_folds, assign_splits, check_class_sizes, fold_count, link_groups
 
 
 def _items(n_lesions: int, images_per_lesion: int, malignant_every: int = 3) -> pd.DataFrame:
@@ -58,3 +59,36 @@ def test_class_with_too_few_groups_is_named():
                           "group": [f"g{i}" for i in range(12)]})
     with pytest.raises(PipelineError, match="'dermatofibroma' has 2 lesion/patient group"):
         check_class_sizes(frame)
+
+
+def test_cross_validation_folds_are_grouped_and_stratified():
+    items = _items(n_lesions=100, images_per_lesion=2)
+    frame = items.assign(group=link_groups(items))
+    frame["split"] = assign_folds(frame, 5, seed=0)
+    assert set(frame["split"]) == {f"fold{k}" for k in range(5)}
+    assert (frame.groupby("patient_id")["split"].nunique() == 1).all()
+    for _, part in frame.groupby("split"):
+        assert 0.2 < (part["label"] == "malignant").mean() < 0.5
+        assert 0.1 < len(part) / len(frame) < 0.3
+
+
+def test_fold_parts_never_train_on_what_validates_or_tests():
+    parts = [f"fold{k}" for k in range(5)]
+    for k in range(5):
+        fp = fold_parts(str(k), parts)
+        assert fp.test == f"fold{k}" and fp.val == f"fold{(k + 1) % 5}"
+        assert sorted([*fp.train, fp.val, fp.test]) == parts
+    assert fold_parts("holdout", ["test", "train", "val"]).train == ["train"]
+    with pytest.raises(ValueError, match="fold 5 does not exist"):
+        fold_parts("5", parts)
+
+
+@pytest.mark.parametrize("folds, count", [(["holdout"], 0), ([0, 1, 2], 3), ([0, 1, 2, 3, 4], 5)])
+def test_fold_count_reads_the_folds_param(folds, count):
+    assert fold_count(folds) == count
+
+
+@pytest.mark.parametrize("folds", [[1, 2, 3], [0, 1], ["a"], []])
+def test_bad_folds_param_is_named(folds):
+    with pytest.raises(PipelineError, match="'folds' must be"):
+        fold_count(folds)

@@ -1,8 +1,8 @@
 """Tiny trained-looking models on disk for the predict, serve, Grad-CAM and export tests.
 
 Random weights, but with the real classifier layout (scaling → "backbone" → head) and a model
-card, written where `dvc repro` would put them: <root>/models/<b>/model.keras + model.json and
-<root>/metrics/summary.json. No pipeline run needed.
+card, written where `dvc repro` would put them: <root>/models/<b>/holdout/model.keras +
+model.json and <root>/metrics/summary.json. No pipeline run needed.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def write_tiny_model(root: Path, backbone: str, image_size: int = 32,
                      classes: list[str] = CLASSES, weights: str | None = None) -> Path:
     model = tiny_classifier(backbone, image_size, len(classes), weights=weights)
     card = model_card(_config(backbone, weights), image_size, list(classes))
-    path = root / "models" / backbone / "model.keras"
+    path = root / "models" / backbone / "holdout" / "model.keras"
     write_model(model, path, card)
     return path
 
@@ -75,7 +75,8 @@ def write_tiny_model(root: Path, backbone: str, image_size: int = 32,
 def write_summary(root: Path, aucs: dict[str, float]) -> Path:
     """metrics/summary.json as compare writes it, best = highest AUC."""
     best = max(aucs, key=aucs.get)
-    summary = {"best": best, "best_model": f"models/{best}/model.keras", "rank_by": "roc_auc",
+    summary = {"best": best, "best_model": f"models/{best}/holdout/model.keras",
+               "serving_fold": "holdout", "rank_by": "roc_auc",
                "scores": {b: {"roc_auc": auc, "accuracy": 0.5}
                           for b, auc in sorted(aucs.items(), key=lambda kv: -kv[1])}}
     path = root / "metrics" / "summary.json"

@@ -18,10 +18,10 @@ import numpy as np
 from stages.core.classifier import load_model
 from stages.core.errors import PipelineError
 from stages.core.images import load_image
+from stages.core.paths import HOLDOUT, SUMMARY_FILE
 from stages.core.tta import as_predict, tta_predict
 
 MODELS_DIR = Path("models")
-SUMMARY_FILE = Path("metrics/summary.json")
 
 
 class ModelNotFoundError(PipelineError, FileNotFoundError):
@@ -41,11 +41,14 @@ def model_path(
     models_dir: Path = MODELS_DIR,
     summary_path: Path = SUMMARY_FILE,
 ) -> Path:
-    """models/<backbone>/model.keras; with no backbone (or "best"), the best one in summary."""
+    """models/<backbone>/<fold>/model.keras; with no backbone (or "best"), the best one in
+    summary. The fold served is the one compare names (the holdout model, or with
+    cross-validation the first fold's)."""
+    summary = read_summary(summary_path) if backbone in (None, "best") or \
+        summary_path.exists() else {}
     if backbone in (None, "best"):
-        summary = read_summary(summary_path)
         backbone = summary["best"]
-    path = models_dir / backbone / "model.keras"
+    path = models_dir / backbone / summary.get("serving_fold", HOLDOUT) / "model.keras"
     if not path.exists():
         known = ", ".join(available_backbones(models_dir)) or "none yet"
         raise ModelNotFoundError(
@@ -58,8 +61,8 @@ def available_backbones(models_dir: Path = MODELS_DIR) -> list[str]:
     """Backbones with a finished (fine-tuned) model on disk, by name."""
     if not models_dir.is_dir():
         return []
-    return sorted(p.parent.name for p in models_dir.glob("*/model.keras")
-                  if p.with_suffix(".json").exists())
+    return sorted({p.parent.parent.name for p in models_dir.glob("*/*/model.keras")
+                   if p.with_suffix(".json").exists()})
 
 
 @dataclass

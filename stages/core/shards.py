@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.core.paths import HOLDOUT
+
 META_FILE = "meta.json"
 
 
@@ -70,13 +72,42 @@ def iter_shards(data_dir: Path, split: str) -> Iterator[Split]:
             yield Split(shard["images"], shard["labels"], shard["ids"])
 
 
+def _concat(parts: list[Split]) -> Split:
+    return Split(*(np.concatenate([getattr(p, f) for p in parts])
+                   for f in ("images", "labels", "ids")))
+
+
 def read_split(data_dir: Path, split: str) -> Split:
-    parts = list(iter_shards(data_dir, split))
-    return Split(
-        np.concatenate([p.images for p in parts]),
-        np.concatenate([p.labels for p in parts]),
-        np.concatenate([p.ids for p in parts]),
-    )
+    return _concat(list(iter_shards(data_dir, split)))
+
+
+def read_parts(data_dir: Path, parts: list[str]) -> Split:
+    """Several parts (e.g. the training folds of a cross-validation run) as one Split."""
+    return _concat([read_split(data_dir, part) for part in parts])
+
+
+@dataclass(frozen=True)
+class FoldParts:
+    train: list[str]
+    val: str
+    test: str
+
+
+def fold_parts(fold: str, parts: list[str]) -> FoldParts:
+    """Which prepared parts train, validate and test one fold.
+
+    `holdout`: the train / val / test split. Cross-validation fold k of K (parts fold0..):
+    test on fold k, validate (early stopping, LR schedule) on fold k+1, train on the rest, so
+    no image that picks the best epoch is ever scored.
+    """
+    if str(fold) == HOLDOUT:
+        return FoldParts(["train"], "val", "test")
+    k, n = int(fold), sum(p.startswith("fold") for p in parts)
+    if not 0 <= k < n:
+        raise ValueError(f"fold {fold} does not exist: the split has {n} folds (params: folds)")
+    val = (k + 1) % n
+    return FoldParts([f"fold{j}" for j in range(n) if j not in (k, val)], f"fold{val}",
+                     f"fold{k}")
 
 
 def write_meta(data_dir: Path, meta: dict) -> None:

@@ -26,10 +26,9 @@ import keras
 import numpy as np
 
 from stages.core.params import FitConfig
-from stages.core.shards import Split, make_dataset, read_meta, read_split
+from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
+from stages.core.shards import Split, fold_parts, make_dataset, read_meta, read_parts, read_split
 
-PREPARED_DIR = Path("data/processed/prepared")
-AUGMENTED_DIR = Path("data/processed/augmented")
 BACKUP_ROOT = Path(".cache/backup")
 CODE_DIR = Path(__file__).resolve().parents[1]  # stages/: any code change starts afresh
 ROOT = CODE_DIR.parent
@@ -51,11 +50,12 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def training_data(batch_size: int) -> tuple[Split, Any, dict]:
-    """(augmented training split, validation batches, data meta) for fit_resumable."""
+def training_data(batch_size: int, fold: str) -> tuple[Split, Any, dict]:
+    """(augmented training split, validation batches, data meta) of one fold."""
     meta = read_meta(PREPARED_DIR)
-    val = make_dataset(read_split(PREPARED_DIR, "val"), len(meta["classes"]), batch_size)
-    return read_split(AUGMENTED_DIR, "train"), val, meta
+    parts = fold_parts(fold, list(meta["counts"]))
+    val = make_dataset(read_split(PREPARED_DIR, parts.val), len(meta["classes"]), batch_size)
+    return read_parts(AUGMENTED_DIR, parts.train), val, meta
 
 
 def epoch_batches(split: Split, n_classes: int, batch_size: int, seed: int, first_epoch: int,
