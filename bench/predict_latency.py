@@ -3,7 +3,7 @@
     python bench/predict_latency.py                      # efficientnet_lite0 at prepare.size
     python bench/predict_latency.py --backbone small_cnn --requests 200
 
-Uses models/<backbone>/model.keras when `dvc repro` has made it; otherwise builds the model
+Uses models/<backbone>/holdout/model.keras when `dvc repro` has made it; otherwise builds the model
 from params.yaml (efficientnet_lite0: ImageNet weights from pip, offline; head untrained:
 speed does not depend on the weights' values) and saves it to a temporary folder, so the
 timed code is the same either way: Predictor.load → decode → predict. For one photo it times,
@@ -43,6 +43,7 @@ from PIL import Image  # noqa: E402
 from stages import predict as predict_cli  # noqa: E402
 from stages.core.classifier import build_classifier, model_card, write_model  # noqa: E402
 from stages.core.params import load_params, model_config, number  # noqa: E402
+from stages.core.paths import HOLDOUT, model_dir  # noqa: E402
 from stages.core.predictor import Predictor  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ UDA1_DIR = REPO.parent / "shared" / "data" / "isic-uda1-dev"
 
 def model_file(backbone: str, size: int, workdir: Path) -> tuple[Path, str]:
     """The trained model if there is one, else a freshly built one saved under workdir."""
-    trained = REPO / "models" / backbone / "model.keras"
+    trained = REPO / model_dir(backbone, HOLDOUT) / "model.keras"
     if trained.exists():
         return trained, f"trained model {trained.relative_to(REPO)}"
     cfg = model_config(load_params(REPO / "params.yaml"), backbone)
