@@ -13,8 +13,8 @@ pointing there:
 1. `dvc repro split` (download links the images into data/raw; split);
 2. `python -m stages.prepare`, timed and sampled every 50 ms (psutil: RSS of the main process,
    of each worker, and of all together), plus the process's own getrusage (CPU time of main +
-   workers / wall = cores in use), next to the cores a CPU burner gets just before (fewer
-   than the machine has when other jobs share it);
+   workers / wall = cores in use), and how idle the machine's CPUs were meanwhile (/proc/stat:
+   0% idle with fewer cores used than workers means other jobs held the rest);
 3. `dvc commit prepare`, then `dvc repro` of the rest (tiny training: 1 epoch, small_cnn);
 4. `dvc status` and `dvc repro` with nothing to do, 3 times each (median).
 
@@ -118,25 +118,16 @@ finally:
 """
 
 
-def _burn(seconds: float) -> float:
-    cpu, wall = time.process_time(), time.perf_counter()
-    while time.perf_counter() - wall < seconds:
-        pass
-    return (time.process_time() - cpu) / seconds
-
-
-def cores_available(seconds: float = 2.0) -> float:
-    """CPU one busy process per core actually gets right now: the core count on an idle
-    machine, less when other jobs share it. prepare's cores_used is to be read against it."""
-    with Pool(os.cpu_count()) as pool:
-        return sum(pool.map(_burn, [seconds] * (os.cpu_count() or 1)))
+def cpu_times() -> tuple[float, float]:
+    """(idle, total) jiffies of the whole machine since boot, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait
 
 
 def measure_prepare(project: Project) -> dict:
     proc = psutil.Popen([sys.executable, "-c", MEASURE], cwd=project.root, env=project.env(),
                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    available = cores_available()
-    load_before = os.getloadavg()[0]
+    load_before, (idle_before, total_before) = os.getloadavg()[0], cpu_times()
     start = time.perf_counter()
     peak = {"main": 0, "worker": 0, "total": 0}
     while proc.poll() is None:
@@ -149,13 +140,16 @@ def measure_prepare(project: Project) -> dict:
                 "total": max(peak["total"], main + sum(kids))}
         time.sleep(0.05)
     wall = time.perf_counter() - start
+    idle, total = (now - before for now, before in zip(cpu_times(), (idle_before, total_before),
+                                                        strict=True))
     stderr = proc.stderr.read()
     if proc.returncode:
         raise SystemExit(f"prepare failed:\n{stderr}")
     usage = json.loads(stderr.strip().splitlines()[-1])
-    # cores_used < the worker count means waiting: for I/O, or for a CPU that other
-    # processes hold (load average, sampled before and after, above the core count).
-    return {"wall_s": wall, "cores_available": available, "cores_used": usage["cpu_s"] / wall,
+    # cores_used below the worker count means waiting: for I/O (then the machine sits idle)
+    # or for CPUs that other processes hold (then it does not, and load_avg > cores).
+    return {"wall_s": wall, "cores_used": usage["cpu_s"] / wall,
+            "machine_idle_pct": 100 * idle / total,
             "cpu_ms_per_image": 1000 * usage["cpu_s"] / project_count(project),
             "load_avg": max(load_before, os.getloadavg()[0]),
             **{f"peak_{k}_mb": v / 2**20 for k, v in peak.items()},
