@@ -2,11 +2,12 @@
 the time of a no-op `dvc status` / `dvc repro` on a pipeline that big.
 
     python bench/prepare_scale.py                      # 1000 and 10000 images
-    python bench/prepare_scale.py --counts 1000 3000 --workdir /data/tmp/scale
+    python bench/prepare_scale.py --counts 1000 3000 10000 --workdir /data/tmp/scale
+    python bench/prepare_scale.py --counts 3000 --generate 10000   # the first 3000 of 10000
 
 For the largest count it writes synthetic ISIC-like JPEGs once into WORKDIR/images-N (a skin
 background, a lesion, sensor grain; 45% 600x450, 30% 1024x768, 17% 2048x1536, 8% 4000x3000,
-about 0.5 MB each), and for each count a folder of hard links to its first N. Then, in a
+about 0.6 MB each), and for each count a folder of hard links to its first N. Then, in a
 throwaway copy of this repository (tests/pipeline_project.Project) with data.source: local
 pointing there:
 

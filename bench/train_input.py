@@ -4,9 +4,9 @@
 
 For each backbone (random weights: speed does not depend on them), at the working resolution
 of params.yaml (prepare.size, or --size), it trains the same model for the same number of
-steps twice in one run, alternating: once fed by shards.make_dataset (the tf.data pipeline
-train/finetune use: shuffle, batch, cast, one-hot, prefetch) and once from one batch already
-in memory as a tensor (compute only). The ratio pipeline/compute is the figure to watch: 1.0
+steps twice in one run, alternating: once fed by training.epoch_batches (the tf.data
+pipeline train/finetune use: per-epoch seeded shuffle, batch, cast, one-hot, prefetch) and
+once from one batch already in memory as a tensor (compute only). The ratio pipeline/compute is the figure to watch: 1.0
 means the input pipeline never starves the model.
 """
 
@@ -26,7 +26,8 @@ import tensorflow as tf  # noqa: E402
 
 from stages.core.classifier import build_classifier, compile_classifier  # noqa: E402
 from stages.core.params import load_params, model_config  # noqa: E402
-from stages.core.shards import Split, make_dataset  # noqa: E402
+from stages.core.shards import Split  # noqa: E402
+from stages.core.training import epoch_batches  # noqa: E402
 
 
 def images_per_second(model, dataset, steps: int, batch: int) -> float:
@@ -45,7 +46,7 @@ def bench(backbone: str, size: int, batch: int, steps: int, rounds: int) -> None
     n = steps * batch
     split = Split(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
                   rng.integers(0, 2, n), np.array([str(i) for i in range(n)]))
-    pipeline = make_dataset(split, 2, batch, shuffle_seed=0).repeat()
+    pipeline, _ = epoch_batches(split, 2, batch, seed=0, first_epoch=0, epochs=1000)
     x = tf.constant(split.images[:batch].astype("float32"))
     y = tf.one_hot(split.labels[:batch], 2)
     in_memory = tf.data.Dataset.from_tensors((x, y)).repeat()

@@ -47,7 +47,8 @@ def write_raw(items: pd.DataFrame, source_dir: Path, out_dir: Path) -> None:
 def import_folder(source_dir: Path, layout: str, out_dir: Path, max_rejected: float) -> None:
     items, rejected = local.read_source(source_dir, layout)
     write_raw(items, source_dir, out_dir)
-    write_rejected(rejected, out_dir / "rejected.csv", len(items), max_rejected)
+    write_rejected(rejected, out_dir / "rejected.csv", len(items), max_rejected,
+                   key="data.max_rejected_fraction")
     print(f"{len(items)} images from {source_dir} ({layout}) written to {out_dir}")
 
 
@@ -67,7 +68,8 @@ def main() -> None:
             repeat_fraction=number(params, "data.synthetic.repeat_fraction", 0.0, 1.0),
             seed=get(params, "seed"),
         )
-        write_rejected(pd.DataFrame(), RAW_DIR / "rejected.csv", len(frame), max_rejected)
+        write_rejected(pd.DataFrame(), RAW_DIR / "rejected.csv", len(frame), max_rejected,
+                       key="data.max_rejected_fraction")
         print(f"{len(frame)} synthetic images written to {RAW_DIR}")
     elif source == "local":
         path = get(params, "data.local.path")

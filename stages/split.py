@@ -102,7 +102,8 @@ def main() -> None:
         "item": unlabeled["isic_id"], "reason": f"no {label_column} label for task '{task}'"})])
     items = items[items[label_column] != ""]
     write_rejected(rejected, SPLIT_FILE.parent / "split_rejected.csv", len(items),
-                   number(params, "data.max_rejected_fraction", 0.0, 1.0))
+                   number(params, "data.max_rejected_fraction", 0.0, 1.0),
+                   key="data.max_rejected_fraction")
 
     frame = pd.DataFrame({
         "isic_id": items["isic_id"],
