@@ -6,8 +6,8 @@ For each backbone (random weights: speed does not depend on them), at the workin
 of params.yaml (prepare.size, or --size), it trains the same model for the same number of
 steps twice in one run, alternating: once fed by training.epoch_batches (the tf.data
 pipeline train/finetune use: per-epoch seeded shuffle, batch, cast, one-hot, prefetch) and
-once from one batch already in memory as a tensor (compute only). The ratio pipeline/compute is the figure to watch: 1.0
-means the input pipeline never starves the model.
+once from one batch already in memory as a tensor (compute only). The ratio
+pipeline/compute is the figure to watch: 1.0 means the input pipeline never starves the model.
 """
 
 from __future__ import annotations
