@@ -15,19 +15,19 @@ from stages import predict, prepare
 from stages.core.predictor import ModelNotFoundError, Predictor, model_path
 from stages.core.tta import tta_predict
 from tests.conftest import REPO, UDA1_DIR
-from tests.tiny_models import jpeg_bytes, lesion_photo, write_summary, write_tiny_model
+from tests.tiny_models import (
+    jpeg_bytes,
+    lesion_photo,
+    write_trained_repo,
+)
 
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """A folder laid out like the repo after `dvc repro`: two models and a summary."""
-    root = tmp_path_factory.mktemp("repo")
-    for backbone in ("small_cnn", "small_functional_cnn"):
-        write_tiny_model(root, backbone, image_size=SIZE)
-    write_summary(root, {"small_cnn": 0.7, "small_functional_cnn": 0.8})
-    return root
+    return write_trained_repo(tmp_path_factory.mktemp("repo"),
+                              {"small_cnn": 0.7, "small_functional_cnn": 0.8}, SIZE)
 
 
 @pytest.fixture

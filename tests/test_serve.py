@@ -12,18 +12,19 @@ from PIL import Image
 from stages import serve
 from stages.core.params import ParamsError
 from stages.core.predictor import Predictor
-from tests.tiny_models import jpeg_bytes, lesion_photo, write_summary, write_tiny_model
+from tests.tiny_models import (
+    jpeg_bytes,
+    lesion_photo,
+    write_trained_repo,
+)
 
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("repo")
-    for backbone in ("small_cnn", "small_functional_cnn"):
-        write_tiny_model(root, backbone, image_size=SIZE)
-    write_summary(root, {"small_cnn": 0.91, "small_functional_cnn": 0.75})
-    return root
+    return write_trained_repo(tmp_path_factory.mktemp("repo"),
+                              {"small_cnn": 0.91, "small_functional_cnn": 0.75}, SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -105,3 +105,12 @@ def lesion_photo(size: int = 200, seed: int = 0) -> np.ndarray:
     img[blob] = (90, 50, 40)
     img += rng.normal(0, 8, img.shape)
     return img.clip(0, 255).astype(np.uint8)
+
+
+def write_trained_repo(root: Path, aucs: dict[str, float], image_size: int = 32) -> Path:
+    """A folder laid out like the repo after `dvc repro`: one tiny model per backbone in
+    `aucs` and a summary ranking them by those AUCs."""
+    for backbone in aucs:
+        write_tiny_model(root, backbone, image_size=image_size)
+    write_summary(root, aucs)
+    return root
