@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from stages.core.errors import PipelineError, run_stage
+from stages.core.files import write_json
 from stages.core.metrics import classification_metrics
 from stages.core.params import choice, get, load_params
 from stages.core.paths import SPLIT_FILE, SUMMARY_FILE, metrics_file, model_dir, predictions_file
@@ -100,7 +101,7 @@ def main() -> None:
         "ensemble": members,
         "scores": dict(ranked),  # keyed by model, so `dvc metrics show/diff` can flatten it
     }
-    SUMMARY_FILE.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(SUMMARY_FILE, summary)  # export reads it: never half-written
     LEADERBOARD_FILE.write_text(markdown(ranked))
     print(markdown(ranked) + f"\nbest single backbone by {rank_by}: {best}")
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from stages.core.classifier import load_model
 from stages.core.errors import run_stage
+from stages.core.files import write_json
 from stages.core.metrics import classification_metrics, curve_points
 from stages.core.params import get, load_params
 from stages.core.paths import (
@@ -28,14 +29,6 @@ from stages.core.paths import (
 )
 from stages.core.shards import fold_parts, read_meta, read_split
 from stages.core.tta import as_predict, tta_predict
-
-
-def write_json(path: Path, data: dict) -> None:
-    # Write then rename: a killed stage never leaves half a metrics file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def write_predictions(path: Path, ids, probs, classes: list[str]) -> None:

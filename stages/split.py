@@ -10,13 +10,13 @@ groups never straddle splits, and each split keeps the class balance (Stratified
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from stages.core.errors import PipelineError, run_stage
+from stages.core.files import write_json
 from stages.core.params import choice, get, load_params, number
 from stages.core.paths import HOLDOUT, RAW_DIR, SPLIT_FILE
 from stages.core.reports import write_rejected
@@ -121,9 +121,7 @@ def main() -> None:
     frame.to_csv(SPLIT_FILE, index=False)
 
     counts = frame.groupby(["split", "label"]).size().unstack(fill_value=0)
-    COUNTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    COUNTS_FILE.write_text(json.dumps({s: counts.loc[s].to_dict() for s in counts.index},
-                                      indent=2) + "\n")
+    write_json(COUNTS_FILE, {s: counts.loc[s].to_dict() for s in counts.index})
     print(counts.to_string())
 
 

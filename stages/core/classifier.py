@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 
 from stages.core.backbones import batch_norm, build_base, get_backbone
+from stages.core.files import write_json
 from stages.core.params import HeadConfig, ModelConfig
 
 
@@ -87,7 +88,7 @@ def write_model(model: keras.Model, path: Path, card: dict) -> None:
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     model.save(tmp)
     tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    write_json(path.with_suffix(".json"), card)
 
 
 def load_model(path: Path) -> tuple[keras.Model, dict]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.core.files import write_json
 from stages.core.paths import HOLDOUT
 
 META_FILE = "meta.json"
@@ -111,10 +112,8 @@ def fold_parts(fold: str, parts: list[str]) -> FoldParts:
 
 
 def write_meta(data_dir: Path, meta: dict) -> None:
-    # Written last and atomically: shards without a complete meta.json are not a prepared set.
-    tmp = data_dir / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, data_dir / META_FILE)
+    # Written last: shards without a complete meta.json are not a prepared set.
+    write_json(data_dir / META_FILE, meta)
 
 
 def read_meta(data_dir: Path) -> dict:
