@@ -63,7 +63,8 @@ def main(backbone: str, fold: str) -> None:
     fit_resumable(model, train, val, len(meta["classes"]), ft, seed, checkpoints,
                   f"finetune@{backbone}-{fold}", callbacks)
     write_model(model, model_dir(backbone, fold) / "model.keras",
-                model_card(cfg, meta["image_size"], meta["classes"]))
+                model_card(cfg, meta["image_size"], meta["classes"],
+                           meta.get("preprocessing")))
     checkpoints.finish(training_log_dir(backbone, fold, "finetune"))
 
 

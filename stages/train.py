@@ -49,7 +49,8 @@ def main(backbone: str, fold: str) -> None:
     fit_resumable(model, train, val, len(classes), cfg.train, seed, checkpoints,
                   f"train@{backbone}-{fold}")
     write_model(model, model_dir(backbone, fold) / "head.keras",
-                model_card(cfg, meta["image_size"], classes))
+                model_card(cfg, meta["image_size"], classes,
+                           meta.get("preprocessing")))
     checkpoints.finish(training_log_dir(backbone, fold, "train"))
 
 

@@ -77,9 +77,12 @@ def unfreeze_backbone(model: keras.Model, unfreeze: int | str) -> int:
     return sum(layer.trainable for layer in base.layers)
 
 
-def model_card(cfg: ModelConfig, image_size: int, classes: list[str]) -> dict:
+def model_card(cfg: ModelConfig, image_size: int, classes: list[str],
+               preprocessing: dict | None = None) -> dict:
+    """What predict and serve need to feed the model exactly as prepare fed it."""
     return {"name": cfg.name, "arch": cfg.arch, "weights": cfg.weights,
-            "image_size": image_size, "classes": classes}
+            "image_size": image_size, "classes": classes,
+            "preprocessing": preprocessing or {}}
 
 
 def write_model(model: keras.Model, path: Path, card: dict) -> None:
