@@ -43,7 +43,7 @@ def main(backbone: str, fold: str) -> None:
     ft = cfg.finetune
     seed = get(params, "seed")
     seed_everything(seed)
-    train, val, meta = training_data(ft.batch_size, fold)
+    train, val, meta = training_data(fold)
     head_path = model_dir(backbone, fold) / "head.keras"
     model, _ = load_model(head_path)
     if cfg.weights is not None:

@@ -4,7 +4,9 @@ Decoding is the slow part of the pipeline, so it happens here only, on all cores
 worker processes decode (JPEGs at reduced scale, see core/images.py), the main process
 writes each shard as soon as it is full, so memory holds one shard of small images however
 many images there are. An image that cannot be decoded is listed in data/interim/rejected.csv
-and the rest go on; the stage stops only past prepare.max_rejected_fraction.
+and the rest go on; the stage stops only past prepare.max_rejected_fraction. The optional
+dermoscopy corrections (prepare.crop_border, prepare.color_constancy) happen in load_image;
+meta.json records them as "preprocessing", and train/finetune copy that into the model card.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from stages.core.errors import PipelineError, run_stage
-from stages.core.images import ImageError, load_image
-from stages.core.params import load_params, number
+from stages.core.images import COLOR_CONSTANCY, ImageError, Preprocessing, load_image
+from stages.core.params import choice, flag, load_params, number
 from stages.core.reports import check_rejected, write_report
 from stages.core.shards import write_meta, write_split
 
@@ -31,12 +33,22 @@ REJECTED_FILE = Path("data/interim/rejected.csv")
 MAX_KEY = "prepare.max_rejected_fraction"
 
 
-def decode(path: Path, size: int) -> np.ndarray | str:
-    """The image, or the reason it cannot be used (a string crosses process borders cleanly)."""
+def decode(path: Path, size: int, steps: Preprocessing | None = None) -> np.ndarray | str:
+    """The image, or the reason it cannot be used (a string crosses process borders cleanly).
+    `steps`: the optional corrections, both off by default."""
+    steps = steps or Preprocessing()
     try:
-        return load_image(path, size)
+        return load_image(path, size, crop_border=steps.crop_border,
+                          color_constancy=steps.color_constancy)
     except ImageError as err:
         return str(err)
+
+
+def preprocessing(params: dict) -> Preprocessing:
+    """prepare.crop_border and prepare.color_constancy, checked (errors name the key)."""
+    return Preprocessing(crop_border=flag(params, "prepare.crop_border"),
+                         color_constancy=choice(params, "prepare.color_constancy",
+                                                COLOR_CONSTANCY))
 
 
 def workers() -> int:
@@ -46,12 +58,13 @@ def workers() -> int:
 
 
 def decoded_items(
-    rows: pd.DataFrame, size: int, pool, rejected: list[dict], progress: str
+    rows: pd.DataFrame, size: int, steps: Preprocessing, pool, rejected: list[dict],
+    progress: str,
 ) -> Iterator[tuple[np.ndarray, int, str]]:
     """(image, label, id) in split.csv order; each failure appended to `rejected` instead."""
     paths = [RAW_DIR / name for name in rows["image"]]
     # imap keeps the order and hands results over as they come: nothing piles up here.
-    results = pool.imap(partial(decode, size=size), paths, chunksize=16)
+    results = pool.imap(partial(decode, size=size, steps=steps), paths, chunksize=16)
     for done, (result, label, isic_id, name) in enumerate(
         zip(results, rows["label_index"], rows["isic_id"], rows["image"], strict=True), 1
     ):
@@ -68,6 +81,7 @@ def main() -> None:
     size = number(params, "prepare.size", 16, 1024, integer=True)
     shard_size = number(params, "prepare.shard_size", 1, 1_000_000, integer=True)
     max_rejected = number(params, MAX_KEY, 0.0, 1.0)
+    steps = preprocessing(params)
     frame = pd.read_csv(SPLIT_FILE, dtype=str, keep_default_na=False)
     classes = sorted(frame["label"].unique())
     frame["label_index"] = frame["label"].map(classes.index)
@@ -80,7 +94,7 @@ def main() -> None:
     with Pool(workers()) as pool:
         for split in sorted(frame["split"].unique()):  # train/val/test, or fold0..foldK-1
             rows = frame[frame["split"] == split]
-            items = decoded_items(rows, size, pool, rejected, split)
+            items = decoded_items(rows, size, steps, pool, rejected, split)
             try:
                 counts[split] = write_split(OUT_DIR, split, items, shard_size)
             except ValueError as err:
@@ -95,8 +109,8 @@ def main() -> None:
         raise PipelineError(f"no usable images left in the {' and '.join(empty)} split(s); "
                             f"see {REJECTED_FILE}")
     write_meta(OUT_DIR, {"classes": classes, "image_size": size, "shard_size": shard_size,
-                         "counts": counts})
-    print(f"prepared {counts} at {size}x{size} px into {OUT_DIR}")
+                         "counts": counts, "preprocessing": steps.to_dict()})
+    print(f"prepared {counts} at {size}x{size} px, {steps}, into {OUT_DIR}")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ heatmap of where the model looked; pick any evaluated backbone. The same predict
 API, `POST /api/predict`: multipart field `image`, optional `backbone`, and `heatmap=1` to get
 the Grad-CAM map and the photo as data URLs too. `GET /api/models` lists the backbones.
 
-Uploads are decoded from memory with prepare's own function (images.load_image) and never
-saved by us (Werkzeug may spool a large request body to a temporary file, nothing else);
-nothing is ever served from a path a user gave. Models load once per backbone and stay warm.
+Uploads are decoded from memory with prepare's own function (images.load_image, with the
+preprocessing the model card records) and never saved by us (Werkzeug may spool a large
+request body to a temporary file, nothing else); nothing is ever served from a path a user
+gave. Models load once per backbone and stay warm.
 Binds to 127.0.0.1 only: this is a research tool, not a medical device, nor a public service.
 """
 
@@ -27,8 +28,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from stages.core.errors import run_stage
 from stages.core.gradcam import colormap, gradcam
-from stages.core.images import ImageError, load_image
-from stages.core.params import ParamsError, load_params, number
+from stages.core.images import ImageError
+from stages.core.params import flag, load_params, number
 from stages.core.predictor import (
     MODELS_DIR,
     SUMMARY_FILE,
@@ -112,9 +113,10 @@ class Models:
         predictor = self.get(backbone)
         try:
             image = predictor.decode(data)
-            # The page's photo: the same decoding (upright, whole field squared) at a larger
-            # size, so it is sharp and the heatmap lies exactly over what the model saw.
-            display = load_image(data, DISPLAY_SIZE) if heatmap else None
+            # The page's photo: the same decoding (upright, border crop and colour constancy as
+            # the model card says, whole field squared) at a larger size, so it is sharp and
+            # the heatmap lies exactly over what the model saw.
+            display = predictor.decode(data, DISPLAY_SIZE) if heatmap else None
         except ImageError as err:
             raise ApiError(422, f"cannot read the upload as an image: {err}") from err
         with self._lock:
@@ -195,11 +197,9 @@ def settings(params: dict) -> dict:
     section = {"port": 8000, "max_upload_mb": 10, "backbone": "best", "tta": False,
                **(params.get("serve") or {})}
     checked = {"serve": section}
-    if not isinstance(section["tta"], bool):
-        raise ParamsError(f"params.yaml: 'serve.tta' must be true or false, got {section['tta']!r}")
     return {"port": number(checked, "serve.port", 1, 65535, integer=True),
             "max_upload_mb": number(checked, "serve.max_upload_mb", 0.001, 1024),
-            "default_backbone": str(section["backbone"]), "tta": section["tta"]}
+            "default_backbone": str(section["backbone"]), "tta": flag(checked, "serve.tta")}
 
 
 def main(port: int | None = None) -> None:

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from stages.core.classifier import build_classifier, compile_classifier, model_card, write_model
+from stages.core.classifier import (
+    build_classifier,
+    compile_classifier,
+    model_card,
+    split_at_pool,
+    write_model,
+)
 from stages.core.errors import run_stage
 from stages.core.params import get, load_params, model_config
 from stages.core.paths import (
@@ -22,6 +28,7 @@ from stages.core.paths import (
 )
 from stages.core.training import (
     Checkpoints,
+    backbone_features,
     fingerprint,
     fit_resumable,
     seed_everything,
@@ -34,11 +41,19 @@ def main(backbone: str, fold: str) -> None:
     cfg = model_config(params, backbone)
     seed = get(params, "seed")
     seed_everything(seed)
-    train, val, meta = training_data(cfg.train.batch_size, fold)
+    train, val, meta = training_data(fold)
     classes = meta["classes"]
     model = build_classifier(cfg, meta["image_size"], len(classes))
-    compile_classifier(model, cfg.train.lr, len(classes))
-    trainable = sum(int(w.shape.num_elements() or 0) for w in model.trainable_weights)
+    fitted = model
+    if cfg.weights is not None:
+        # A frozen backbone turns each image into the same features in every epoch (augment
+        # varied the images once, offline), so compute them once and fit the head on them:
+        # the same training for a fraction of the compute (one backbone pass, not `epochs`).
+        extractor, fitted = split_at_pool(model)
+        train, val = (backbone_features(extractor, split, cfg.train.batch_size)
+                      for split in (train, val))
+    compile_classifier(fitted, cfg.train.lr, len(classes))
+    trainable = sum(int(w.shape.num_elements() or 0) for w in fitted.trainable_weights)
     print(f"train@{backbone}-{fold}: {cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
           f"parameters, {cfg.train.epochs} epochs", flush=True)
     # Exactly what dvc.yaml lists for this stage: a change to any of it starts afresh.
@@ -46,7 +61,7 @@ def main(backbone: str, fold: str) -> None:
                   "head": asdict(cfg.head), "train": asdict(cfg.train)}
     checkpoints = Checkpoints("train", f"{backbone}-{fold}",
                               fingerprint(run_params, [PREPARED_DIR, AUGMENTED_DIR]))
-    fit_resumable(model, train, val, len(classes), cfg.train, seed, checkpoints,
+    fit_resumable(fitted, train, val, len(classes), cfg.train, seed, checkpoints,
                   f"train@{backbone}-{fold}")
     write_model(model, model_dir(backbone, fold) / "head.keras",
                 model_card(cfg, meta["image_size"], classes,

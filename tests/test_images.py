@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.core.images import ImageError, load_image
+from stages.core.color import crop_dark_border, shades_of_gray
+from stages.core.images import ImageError, Preprocessing, load_image
 from tests import bad_files
 from tests.conftest import REPO
+from tests.tiny_models import dermoscope_photo
 
 
 def _save(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -171,3 +173,35 @@ def test_damaged_files_only_ever_raise_image_error():
                 damaged[at] = rng.integers(0, 256)
             with contextlib.suppress(ImageError):  # anything else fails the test
                 load_image(bytes(damaged), 16)
+
+
+def test_border_is_cropped_before_resizing_and_colour_balanced_after():
+    photo = dermoscope_photo(120)
+    cropped = crop_dark_border(photo)
+    assert cropped.shape[0] < photo.shape[0] and cropped.shape[1] < photo.shape[1]
+    data, cropped_data = _save(Image.fromarray(photo)), _save(Image.fromarray(cropped))
+    plain = load_image(data, 32)
+    assert np.array_equal(load_image(data, 32, crop_border=True), load_image(cropped_data, 32))
+    assert np.array_equal(load_image(data, 32, color_constancy="shades_of_gray"),
+                          shades_of_gray(plain))
+    both = load_image(data, 32, True, "shades_of_gray")
+    assert np.array_equal(both, shades_of_gray(load_image(cropped_data, 32)))
+    assert not np.array_equal(both, plain)
+
+
+def test_with_the_corrections_on_bad_files_still_raise_image_error_and_bad_settings_not():
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(b"isic_id,diagnosis\n", 16, True, "shades_of_gray")
+    with pytest.raises(ImageError, match="empty file"):
+        load_image(b"", 16, True, "shades_of_gray")
+    with pytest.raises(ValueError, match="color_constancy must be one of") as bad:
+        load_image(_save(bad_files.lesion()), 16, color_constancy="grey_world")
+    assert not isinstance(bad.value, ImageError)  # a caller's bug, not a bad image
+
+
+def test_preprocessing_round_trips_and_an_old_card_means_both_off():
+    steps = Preprocessing(crop_border=True, color_constancy="shades_of_gray")
+    assert Preprocessing.from_dict(steps.to_dict()) == steps
+    assert Preprocessing.from_dict({}) == Preprocessing.from_dict(None) == Preprocessing()
+    with pytest.raises(ValueError, match="unknown step"):
+        Preprocessing.from_dict({"hair_removal": True})

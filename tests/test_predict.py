@@ -12,12 +12,15 @@ import pytest
 from PIL import Image
 
 from stages import predict, prepare
+from stages.core.images import load_image
 from stages.core.predictor import ModelNotFoundError, Predictor, model_path
 from stages.core.tta import tta_predict
 from tests.conftest import REPO, UDA1_DIR
 from tests.tiny_models import (
+    dermoscope_photo,
     jpeg_bytes,
     lesion_photo,
+    write_tiny_model,
     write_trained_repo,
 )
 
@@ -51,6 +54,19 @@ def run(repo, monkeypatch, capsys, *argv):
     return code, out, err
 
 
+def fed_to_model(monkeypatch) -> list[np.ndarray]:
+    """Records each batch a Predictor hands its model (Predictor.load's warm-up included)."""
+    seen = []
+    original = Predictor.predict
+
+    def spy(self, images, tta=False):
+        seen.append(images.copy())
+        return original(self, images, tta)
+
+    monkeypatch.setattr(Predictor, "predict", spy)
+    return seen
+
+
 def _real_jpeg(tmp_path):
     """A real dermoscopy JPEG when the UDA-1 images are beside the repo; else a photo from
     scikit-image, stored rotated with an EXIF orientation tag so upright-ing is exercised."""
@@ -73,20 +89,40 @@ def test_predict_feeds_the_model_exactly_what_prepare_writes(repo, tmp_path, mon
     photo = _real_jpeg(tmp_path)
     prepared = prepare.decode(photo, SIZE)  # what prepare stores in its shards
     assert isinstance(prepared, np.ndarray), prepared
-    seen = []
-    original = Predictor.predict
-
-    def spy(self, images, tta=False):
-        seen.append(images.copy())
-        return original(self, images, tta)
-
-    monkeypatch.setattr(Predictor, "predict", spy)
+    seen = fed_to_model(monkeypatch)
     code, out, _ = run(repo, monkeypatch, capsys, photo, "--format", "json")
     assert code == 0
     fed = seen[-1]  # (the first call is Predictor.load's warm-up on a blank image)
     assert fed.shape == (1, SIZE, SIZE, 3) and fed.dtype == np.uint8
     assert np.array_equal(fed[0], prepared)
     assert json.loads(out)["predictions"][0]["image"] == str(photo)
+
+
+def test_predict_repeats_the_preprocessing_in_the_model_card(tmp_path, monkeypatch, capsys):
+    steps = {"crop_border": True, "color_constancy": "shades_of_gray"}
+    path = write_tiny_model(tmp_path, "small_cnn", SIZE, preprocessing=steps)
+    photo = tmp_path / "ringed_and_bluish.png"
+    Image.fromarray(dermoscope_photo(120)).save(photo)
+    seen = fed_to_model(monkeypatch)
+    code, out, _ = run(tmp_path, monkeypatch, capsys, photo, "--model", path, "--format", "json")
+    assert code == 0
+    corrected, plain = load_image(photo, SIZE, True, "shades_of_gray"), load_image(photo, SIZE)
+    assert np.array_equal(seen[-1], corrected[None]) and not np.array_equal(corrected, plain)
+
+    model = Predictor.load(path).model
+    got = json.loads(out)["predictions"][0]["probabilities"]
+    want, unwanted = (model.predict(x[None].astype(np.float32), verbose=0)[0]
+                      for x in (corrected, plain))
+    assert [got["benign"], got["malignant"]] == pytest.approx(list(want), abs=1e-6)
+    assert abs(got["malignant"] - unwanted[1]) > 1e-3  # plain pixels would answer otherwise
+
+
+def test_a_model_card_without_preprocessing_decodes_plain(repo):
+    predictor = Predictor.load(repo / "models/small_cnn/holdout/model.keras")
+    old_card = {k: v for k, v in predictor.card.items() if k != "preprocessing"}
+    old = Predictor(predictor.model, old_card)
+    photo = jpeg_bytes(dermoscope_photo(120))
+    assert np.array_equal(old.decode(photo), load_image(photo, SIZE))
 
 
 def test_default_model_is_the_best_in_summary_and_table_is_readable(repo, photos, monkeypatch,

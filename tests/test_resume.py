@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from stages.core.params import FitConfig
-from stages.core.shards import Split, make_dataset
+from stages.core.shards import Split
 from stages.core.training import Checkpoints, fingerprint, fit_resumable, seed_everything
 from tests.pipeline_project import TINY, Project, merge
 
@@ -40,13 +40,13 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def _data(n: int = 48) -> tuple[Split, object]:
+def _data(n: int = 48) -> tuple[Split, Split]:
     rng = np.random.default_rng(0)
     labels = (np.arange(n) % 2).astype(np.int32)
     images = rng.integers(0, 120, (n, 8, 8, 3), dtype=np.uint8)
     images[labels == 1, 2:6, 2:6] += 100  # learnable, not trivially
     split = Split(images, labels, np.array([f"i{i}" for i in range(n)]))
-    return split, make_dataset(split, 2, 16)
+    return split, split
 
 
 def _model() -> keras.Model:

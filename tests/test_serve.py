@@ -10,11 +10,15 @@ import pytest
 from PIL import Image
 
 from stages import serve
+from stages.core.images import load_image
 from stages.core.params import ParamsError
 from stages.core.predictor import Predictor
 from tests.tiny_models import (
+    dermoscope_photo,
     jpeg_bytes,
     lesion_photo,
+    write_summary,
+    write_tiny_model,
     write_trained_repo,
 )
 
@@ -39,6 +43,12 @@ def post(client, data: bytes | None, name: str = "lesion.jpg", **form):
     if data is not None:
         fields["image"] = (io.BytesIO(data), name)
     return client.post("/api/predict", data=fields, content_type="multipart/form-data")
+
+
+def from_data_url(url: str, fmt: str) -> Image.Image:
+    prefix = f"data:image/{fmt};base64,"
+    assert url.startswith(prefix)
+    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix):])))
 
 
 def png_header_claiming(width: int, height: int) -> bytes:
@@ -73,11 +83,28 @@ def test_api_matches_the_predict_code_path_and_other_backbones(client, repo):
 def test_heatmap_and_photo_come_back_as_data_urls(client):
     body = post(client, jpeg_bytes(lesion_photo(150)), heatmap="1").json
     for key, fmt, size in (("image", "jpeg", serve.DISPLAY_SIZE), ("heatmap", "png", SIZE)):
-        prefix = f"data:image/{fmt};base64,"
-        assert body[key].startswith(prefix)
-        png = Image.open(io.BytesIO(base64.b64decode(body[key][len(prefix):])))
+        png = from_data_url(body[key], fmt)
         assert png.size == (size, size) and png.mode == "RGB"
         assert np.asarray(png).std() > 1  # not blank
+
+
+def test_api_and_its_photo_repeat_the_preprocessing_in_the_model_card(tmp_path):
+    steps = {"crop_border": True, "color_constancy": "shades_of_gray"}
+    path = write_tiny_model(tmp_path, "small_cnn", SIZE, preprocessing=steps)
+    client = serve.create_app(models_dir=tmp_path / "models",
+                              summary_path=write_summary(tmp_path, {"small_cnn": 0.9})
+                              ).test_client()
+    photo = jpeg_bytes(dermoscope_photo(120))
+    body = post(client, photo, heatmap="1").json
+    model = Predictor.load(path).model
+    fed = load_image(photo, SIZE, True, "shades_of_gray")
+    want = model.predict(fed[None].astype(np.float32), verbose=0)[0]
+    assert list(body["probabilities"].values()) == pytest.approx(list(want), abs=1e-6)
+    # The photo under the heatmap is cropped and colour-balanced like the model's input.
+    shown = np.asarray(from_data_url(body["image"], "jpeg"), np.float32)
+    corrected, plain = (load_image(photo, serve.DISPLAY_SIZE, *on).astype(np.float32)
+                        for on in ((True, "shades_of_gray"), ()))
+    assert np.abs(shown - corrected).mean() < 0.25 * np.abs(shown - plain).mean()
 
 
 @pytest.mark.parametrize(("data", "status", "message"), [

@@ -64,9 +64,10 @@ def spread_outputs(model: keras.Model, seed: int = 0) -> None:
 
 
 def write_tiny_model(root: Path, backbone: str, image_size: int = 32,
-                     classes: list[str] = CLASSES, weights: str | None = None) -> Path:
+                     classes: list[str] = CLASSES, weights: str | None = None,
+                     preprocessing: dict | None = None) -> Path:
     model = tiny_classifier(backbone, image_size, len(classes), weights=weights)
-    card = model_card(_config(backbone, weights), image_size, list(classes))
+    card = model_card(_config(backbone, weights), image_size, list(classes), preprocessing)
     path = root / "models" / backbone / "holdout" / "model.keras"
     write_model(model, path, card)
     return path
@@ -105,6 +106,15 @@ def lesion_photo(size: int = 200, seed: int = 0) -> np.ndarray:
     img[blob] = (90, 50, 40)
     img += rng.normal(0, 8, img.shape)
     return img.clip(0, 255).astype(np.uint8)
+
+
+def dermoscope_photo(size: int = 120, seed: int = 0) -> np.ndarray:
+    """lesion_photo as a dermoscope shows it: a bluish colour cast, and a black ring around
+    the round field of view (what prepare.crop_border and prepare.color_constancy correct)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    field = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.47 * size) ** 2
+    bluish = (lesion_photo(size, seed) * np.array([0.75, 0.9, 1.15])).clip(0, 255)
+    return np.where(field[..., None], bluish, 4).astype(np.uint8)
 
 
 def write_trained_repo(root: Path, aucs: dict[str, float], image_size: int = 32) -> Path:

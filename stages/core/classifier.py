@@ -27,8 +27,10 @@ def build_classifier(cfg: ModelConfig, image_size: int, n_classes: int) -> keras
     base = build_base(cfg.arch, shape, cfg.weights)
     pretrained = cfg.weights is not None
     if pretrained:
-        # training=False keeps BatchNorm statistics frozen even once the layers are unfrozen,
-        # the Keras transfer-learning recipe; otherwise small batches wreck ImageNet stats.
+        # The keras.io transfer-learning recipe. Note that Keras 3 does not keep this
+        # training=False once the whole model trains: what keeps the ImageNet BatchNorm
+        # statistics frozen is trainable=False on those layers (see unfreeze_backbone);
+        # Lite0's stochastic-depth dropout does run while fine-tuning.
         base.trainable = False
         x = base(x, training=False)
     else:
@@ -49,6 +51,17 @@ def _head(x, head: HeadConfig, n_classes: int):
         x = keras.layers.Dropout(rate, name=f"head_dropout{i}")(x)
     # float32 output even under mixed precision, so probabilities stay exact.
     return keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
+
+
+def split_at_pool(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """(image → pooled backbone features, features → probabilities), sharing `model`'s layers:
+    training the second trains `model`'s head."""
+    pool = model.get_layer("pool")
+    extractor = keras.Model(model.input, pool.output, name=f"{model.name}_features")
+    x = features = keras.Input(pool.output.shape[1:], name="features")
+    for layer in model.layers[model.layers.index(pool) + 1:]:  # the head is a plain chain
+        x = layer(x)
+    return extractor, keras.Model(features, x, name=f"{model.name}_head")
 
 
 def compile_classifier(model: keras.Model, lr: float, n_classes: int) -> None:

@@ -1,8 +1,11 @@
 """THE image decoding function: prepare, predict and the web app all call `load_image`.
 
 Training and serving must see identical pixels, so there is exactly one path from a file (or
-uploaded bytes) to the model's input: decode → upright → RGB uint8 → square at working size.
-Normalisation for a backbone happens inside the model, never here.
+uploaded bytes) to the model's input: decode → upright → RGB uint8 → [crop the dark border] →
+square at working size → [colour constancy]. The bracketed steps are off unless
+params.yaml `prepare:` turns them on; prepare records the choice (`Preprocessing`) in its
+meta.json and the model card, so predict and serve repeat it. Normalisation for a backbone
+happens inside the model, never here.
 
 Whatever the file holds, `load_image` either returns that array or raises `ImageError` with a
 reason fit for a rejected-items report: it never crashes on bad data and never allocates
@@ -15,11 +18,14 @@ import io
 import struct
 import warnings
 import zlib
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+
+from stages.core.color import crop_dark_border, shades_of_gray
 
 # The most pixels we ever decode for one image. Pillow warns above this and refuses above
 # twice it; a real dermoscope makes ~25 MP at most, so anything far above is a
@@ -33,6 +39,39 @@ _CORRUPT = (OSError, SyntaxError, EOFError, struct.error, zlib.error, IndexError
 
 class ImageError(ValueError):
     """The file cannot be used as an image; the message says why, for the rejected report."""
+
+
+COLOR_CONSTANCY = ("none", "shades_of_gray")  # the values of params.yaml prepare.color_constancy
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The optional dermoscopy corrections of `load_image`, as prepare applied them.
+
+    Stored as a dict in prepare's meta.json and the model card (`to_dict`); a card without it
+    (an older model) reads as both off (`from_dict`).
+    """
+
+    crop_border: bool = False
+    color_constancy: str = "none"  # one of COLOR_CONSTANCY
+
+    def __post_init__(self):
+        if not isinstance(self.crop_border, bool):
+            raise ValueError(f"preprocessing: crop_border must be true or false, "
+                             f"got {self.crop_border!r}")
+        if self.color_constancy not in COLOR_CONSTANCY:
+            raise ValueError(f"preprocessing: color_constancy must be one of "
+                             f"{', '.join(COLOR_CONSTANCY)}; got {self.color_constancy!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Preprocessing:
+        data = data or {}
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:  # a step this code cannot repeat: refuse rather than decode differently
+            raise ValueError(f"preprocessing: unknown step(s) {', '.join(unknown)}")
+        return cls(**data)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -116,12 +155,21 @@ def _is_empty(source: str | Path | BinaryIO) -> bool:
     return isinstance(source, str | Path) and Path(source).stat().st_size == 0
 
 
-def load_image(source: str | Path | bytes | BinaryIO, size: int) -> np.ndarray:
+def load_image(
+    source: str | Path | bytes | BinaryIO,
+    size: int,
+    crop_border: bool = False,
+    color_constancy: str = "none",
+) -> np.ndarray:
     """Decode an image file or bytes into an upright RGB uint8 array of shape (size, size, 3).
 
-    The whole field of view is resized to a square (no crop), so a lesion near the edge is
-    never cut off. Raises ImageError for anything that is not a usable image.
+    The whole field of view is resized to a square, so a lesion near the edge is never cut
+    off; `crop_border` first cuts away the dermoscope's dark ring (color.crop_dark_border, on
+    the decoded pixels, before resizing). `color_constancy="shades_of_gray"` then balances
+    the colours (color.shades_of_gray, at working size, where it is cheap). Raises
+    ImageError for anything that is not a usable image (ValueError for a bad argument).
     """
+    Preprocessing(crop_border, color_constancy)  # checks the arguments, outside the try
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     try:
@@ -129,8 +177,11 @@ def load_image(source: str | Path | bytes | BinaryIO, size: int) -> np.ndarray:
             raise ImageError("empty file (0 bytes)")
         with _open(source, size) as img:
             rgb = _to_rgb(_upright(img))
+            if crop_border:
+                rgb = Image.fromarray(crop_dark_border(np.asarray(rgb, dtype=np.uint8)))
             rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-            return np.asarray(rgb, dtype=np.uint8)
+            pixels = np.asarray(rgb, dtype=np.uint8)
+            return shades_of_gray(pixels) if color_constancy == "shades_of_gray" else pixels
     except ImageError:
         raise
     except FileNotFoundError as err:

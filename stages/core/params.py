@@ -52,6 +52,14 @@ def number(params: dict[str, Any], key: str, low: float, high: float, integer: b
     return value
 
 
+def flag(params: dict[str, Any], key: str) -> bool:
+    """true or false at `key` (not 0/1, not "yes": YAML's own booleans only)."""
+    value = get(params, key)
+    if not isinstance(value, bool):
+        raise ParamsError(f"params.yaml: '{key}' must be true or false, got {value!r}")
+    return value
+
+
 def choice(params: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
     value = get(params, key)
     if value not in allowed:

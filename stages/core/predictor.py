@@ -2,13 +2,14 @@
 
 predict (the command line), serve (the web app) and the latency benchmark all go through
 this, so they decode with the very function prepare used (`images.load_image`) at the size
-written in the model card, and none of them can drift from what the model was trained on.
+and with the preprocessing (border crop, colour constancy) written in the model card, and
+none of them can drift from what the model was trained on.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from stages.core.classifier import load_model
 from stages.core.errors import PipelineError
-from stages.core.images import load_image
+from stages.core.images import Preprocessing, load_image
 from stages.core.paths import HOLDOUT, SUMMARY_FILE
 from stages.core.tta import as_predict, tta_predict
 
@@ -68,7 +69,13 @@ def available_backbones(models_dir: Path = MODELS_DIR) -> list[str]:
 @dataclass
 class Predictor:
     model: keras.Model
-    card: dict  # the model card: name, arch, weights, image_size, classes
+    card: dict  # the model card: name, arch, weights, image_size, classes, preprocessing
+    # What prepare applied, from the card (an older card without it: both steps off); read
+    # here so that a card this code cannot follow fails at load, not at the first photo.
+    preprocessing: Preprocessing = field(init=False)
+
+    def __post_init__(self):
+        self.preprocessing = Preprocessing.from_dict(self.card.get("preprocessing"))
 
     @classmethod
     def load(cls, path: Path) -> Predictor:
@@ -91,9 +98,12 @@ class Predictor:
     def image_size(self) -> int:
         return int(self.card["image_size"])
 
-    def decode(self, source: str | Path | bytes | BinaryIO) -> np.ndarray:
-        """The model's input for one file or upload; raises images.ImageError if unusable."""
-        return load_image(source, self.image_size)
+    def decode(self, source: str | Path | bytes | BinaryIO, size: int | None = None) -> np.ndarray:
+        """The model's input for one file or upload (at another `size` for display); raises
+        images.ImageError if unusable."""
+        steps = self.preprocessing
+        return load_image(source, size or self.image_size, crop_border=steps.crop_border,
+                          color_constancy=steps.color_constancy)
 
     def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
         """Class probabilities (n, classes) for a uint8 batch (n, size, size, 3)."""

@@ -50,12 +50,20 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def training_data(batch_size: int, fold: str) -> tuple[Split, Any, dict]:
-    """(augmented training split, validation batches, data meta) of one fold."""
+def training_data(fold: str) -> tuple[Split, Split, dict]:
+    """(augmented training split, validation split, data meta) of one fold."""
     meta = read_meta(PREPARED_DIR)
     parts = fold_parts(fold, list(meta["counts"]))
-    val = make_dataset(read_split(PREPARED_DIR, parts.val), len(meta["classes"]), batch_size)
-    return read_parts(AUGMENTED_DIR, parts.train), val, meta
+    return read_parts(AUGMENTED_DIR, parts.train), read_split(PREPARED_DIR, parts.val), meta
+
+
+def backbone_features(extractor: keras.Model, split: Split, batch_size: int) -> Split:
+    """`split` with each image replaced by what `extractor` makes of it (float32 vectors)."""
+    import tensorflow as tf
+
+    images = tf.data.Dataset.from_tensor_slices(split.images).batch(batch_size)
+    features = extractor.predict(images.map(lambda x: tf.cast(x, tf.float32)), verbose=0)
+    return Split(features, split.labels, split.ids)
 
 
 def epoch_batches(split: Split, n_classes: int, batch_size: int, seed: int, first_epoch: int,
@@ -229,7 +237,7 @@ class _SaveEachEpoch(keras.callbacks.Callback):
         self.checkpoints.save(epoch + 1, self.model, self.watched)
 
 
-def fit_resumable(model: keras.Model, train: Split, val: Any, n_classes: int, fit: FitConfig,
+def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, fit: FitConfig,
                   seed: int, checkpoints: Checkpoints, name: str,
                   callbacks: Sequence[keras.callbacks.Callback] = ()) -> int:
     """model.fit for `fit.epochs` epochs, resumed from `checkpoints` when a backup exists.
@@ -254,7 +262,8 @@ def fit_resumable(model: keras.Model, train: Split, val: Any, n_classes: int, fi
         if state:
             live.step = start  # DVCLive's own resume is off by one after a single epoch
         model.fit(
-            batches, validation_data=val, epochs=fit.epochs, initial_epoch=start,
+            batches, validation_data=make_dataset(val, n_classes, fit.batch_size),
+            epochs=fit.epochs, initial_epoch=start,
             steps_per_epoch=steps, verbose=2, shuffle=False,  # epoch_batches shuffles
             callbacks=[DVCLiveCallback(live=live), *callbacks,
                        _SaveEachEpoch(checkpoints, callbacks, state)],
