@@ -1,6 +1,6 @@
 import pytest
 
-from stages.core.params import ParamsError, choice, get, model_config, number
+from stages.core.params import ParamsError, choice, get, load_params, model_config, number
 
 
 def test_shipped_params_are_valid_for_every_model(params):
@@ -43,3 +43,11 @@ def test_missing_key_and_bad_choice_are_named(params):
     with pytest.raises(ParamsError, match="'split.val'"):
         params["split"]["val"] = 0.9
         number(params, "split.val", 0.01, 0.5)
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    # `dvc exp run -S models.x.finetune.lr=5e-5` writes `lr: 5e-05`, which plain PyYAML (YAML
+    # 1.1) would hand over as the string '5e-05'.
+    path = tmp_path / "params.yaml"
+    path.write_text("lr: 5e-05\nbig: 1E+3\nquoted: '5e-05'\nplain: 3\n")
+    assert load_params(path) == {"lr": 5e-05, "big": 1000.0, "quoted": "5e-05", "plain": 3}

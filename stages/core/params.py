@@ -7,6 +7,7 @@ before any data is touched.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,26 @@ class ParamsError(PipelineError, ValueError):
     """A value in params.yaml is missing or out of range; the message names the key."""
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 5e-05 as a number, as YAML 1.2 (and DVC) do.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (5.0e-05), so it reads 5e-05 as a
+    string; and 5e-05 is exactly what `dvc exp run -S ...lr=5e-5` writes into params.yaml.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     if not path.exists():
         raise ParamsError(f"{path} not found: run the stages from the repository root")
     with path.open() as f:
-        params = yaml.safe_load(f) or {}
+        params = yaml.load(f, Loader=_Loader) or {}
     if not isinstance(params, dict):
         raise ParamsError(f"{path} must hold a mapping of sections")
     return params
