@@ -20,6 +20,7 @@ from stages.core.classifier import (
     write_model,
 )
 from stages.core.errors import run_stage
+from stages.core.hardware import set_up
 from stages.core.params import get, load_params, model_config
 from stages.core.paths import (
     AUGMENTED_DIR,
@@ -30,6 +31,7 @@ from stages.core.paths import (
 )
 from stages.core.training import (
     Checkpoints,
+    backup_root,
     fingerprint,
     fit_resumable,
     seed_everything,
@@ -39,17 +41,20 @@ from stages.core.training import (
 
 def main(backbone: str, fold: str) -> None:
     params = load_params()
+    hardware = set_up(params)  # first: a cluster's strategy must exist before other TF work
     cfg = model_config(params, backbone)
     ft = cfg.finetune
     seed = get(params, "seed")
     seed_everything(seed)
     train, val, meta = training_data(fold)
     head_path = model_dir(backbone, fold) / "head.keras"
-    model, _ = load_model(head_path)
-    if cfg.weights is not None:
-        unfrozen = unfreeze_backbone(model, ft.unfreeze)
-        print(f"finetune@{backbone}-{fold}: {unfrozen} backbone layers trainable", flush=True)
-    compile_classifier(model, ft.lr, len(meta["classes"]))
+    with hardware.strategy.scope():
+        model, _ = load_model(head_path)
+        if cfg.weights is not None:
+            unfrozen = unfreeze_backbone(model, ft.unfreeze)
+            print(f"finetune@{backbone}-{fold}: {unfrozen} backbone layers trainable; "
+                  f"{hardware.describe()}", flush=True)
+        compile_classifier(model, ft.lr, len(meta["classes"]))
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=ft.patience,
                                       restore_best_weights=True, verbose=1),
@@ -57,11 +62,14 @@ def main(backbone: str, fold: str) -> None:
                                           patience=max(1, ft.patience // 2), verbose=1),
     ]
     # Exactly what dvc.yaml lists for this stage: a change to any of it starts afresh.
-    run_params = {"seed": seed, "fold": fold, "weights": cfg.weights, "finetune": asdict(ft)}
+    run_params = {"seed": seed, "compute": params["compute"], "fold": fold,
+                  "weights": cfg.weights, "finetune": asdict(ft)}
     checkpoints = Checkpoints("finetune", f"{backbone}-{fold}", fingerprint(
-        run_params, [head_path, PREPARED_DIR, AUGMENTED_DIR]))
+        run_params, [head_path, PREPARED_DIR, AUGMENTED_DIR]), backup_root(hardware))
     fit_resumable(model, train, val, len(meta["classes"]), ft, seed, checkpoints,
-                  f"finetune@{backbone}-{fold}", callbacks)
+                  f"finetune@{backbone}-{fold}", hardware, callbacks)
+    if not hardware.is_chief:
+        return
     write_model(model, model_dir(backbone, fold) / "model.keras",
                 model_card(cfg, meta["image_size"], meta["classes"],
                            meta.get("preprocessing")))

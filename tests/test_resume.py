@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import pytest
 
+from stages.core.hardware import set_up
 from stages.core.params import FitConfig
 from stages.core.shards import Split
 from stages.core.training import Checkpoints, fingerprint, fit_resumable, seed_everything
@@ -38,6 +39,10 @@ class Interrupt(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self.at:
             raise KeyboardInterrupt
+
+
+ON_THIS_MACHINE = set_up({"compute": {"strategy": "default", "precision": "float32",
+                                       "jit_compile": False}})
 
 
 def _data(n: int = 48) -> tuple[Split, Split]:
@@ -76,7 +81,7 @@ def _run(tmp: Path, interrupt_at: int | None = None, key: str = "k") -> tuple[ke
         callbacks.append(Interrupt(interrupt_at))
     checkpoints = Checkpoints("train", "tiny", key, root=tmp / "backup")
     start = fit_resumable(model, train, val, 2, FitConfig(EPOCHS, 3e-3, 16), 7, checkpoints,
-                          "train@tiny", callbacks)
+                          "train@tiny", ON_THIS_MACHINE, callbacks)
     checkpoints.finish(tmp / "log")
     return model, start
 
@@ -132,7 +137,7 @@ def test_callback_counters_and_learning_rate_are_restored(tmp_path):
     checkpoints = Checkpoints("train", "tiny", "k", root=tmp_path)
     with pytest.raises(KeyboardInterrupt):
         fit_resumable(model, train, val, 2, FitConfig(EPOCHS, 3e-3, 16), 7, checkpoints,
-                      "train@tiny", [*callbacks, record, Interrupt(4)])
+                      "train@tiny", ON_THIS_MACHINE, [*callbacks, record, Interrupt(4)])
     early, plateau = callbacks
     saved = json.loads((checkpoints.latest() / "state.json").read_text())["callbacks"]
     assert saved == [
@@ -215,7 +220,7 @@ def test_kill_9_during_dvc_repro_resumes_from_the_last_epoch(tmp_path):
     assert "resuming after epoch" in rerun
     resumed_at = int(rerun.split("resuming after epoch ")[1].split()[0])
     assert resumed_at >= epochs_done  # the kill may land just after a newer epoch was saved
-    assert len(re.findall(r"^Epoch \d+/40$", rerun, re.MULTILINE)) == 40 - resumed_at, rerun
+    assert len(re.findall(r"^Epoch \d+/40 - ", rerun, re.MULTILINE)) == 40 - resumed_at, rerun
     log = project.root / "metrics/training/small_cnn/holdout/train"
     assert json.loads((log / "metrics.json").read_text())["step"] == 39
     with (log / "plots/metrics/train/loss.tsv").open() as handle:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from typing import Any
 import keras
 import numpy as np
 
+from stages.core.hardware import Hardware
 from stages.core.params import FitConfig
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
-from stages.core.shards import Split, fold_parts, make_dataset, read_meta, read_parts, read_split
+from stages.core.shards import Split, fold_parts, read_meta, read_parts, read_split
+from stages.core.train_loop import fit_epochs, predict_batches
 
 BACKUP_ROOT = Path(".cache/backup")
 CODE_DIR = Path(__file__).resolve().parents[1]  # stages/: any code change starts afresh
@@ -59,11 +62,15 @@ def training_data(fold: str) -> tuple[Split, Split, dict]:
 
 def backbone_features(extractor: keras.Model, split: Split, batch_size: int) -> Split:
     """`split` with each image replaced by what `extractor` makes of it (float32 vectors)."""
-    import tensorflow as tf
+    return Split(predict_batches(extractor, split.images, batch_size), split.labels, split.ids)
 
-    images = tf.data.Dataset.from_tensor_slices(split.images).batch(batch_size)
-    features = extractor.predict(images.map(lambda x: tf.cast(x, tf.float32)), verbose=0)
-    return Split(features, split.labels, split.ids)
+
+def backup_root(hardware: Hardware) -> Path:
+    """Where Checkpoints keep the per-epoch state. In a cluster a private temporary folder:
+    a worker restarted alone would resume into weights the others no longer have, so a
+    multi-worker run always starts afresh."""
+    return Path(tempfile.mkdtemp(prefix="backup-")) if hardware.kind == "multi_worker" \
+        else BACKUP_ROOT
 
 
 def epoch_batches(split: Split, n_classes: int, batch_size: int, seed: int, first_epoch: int,
@@ -86,7 +93,11 @@ def epoch_batches(split: Split, n_classes: int, batch_size: int, seed: int, firs
                                            tf.one_hot(label, n_classes))))
 
     batches = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-    return batches.prefetch(tf.data.AUTOTUNE), math.ceil(n / batch_size)
+    options = tf.data.Options()
+    # In a cluster each worker takes its share of every batch (the data are in memory, not
+    # files to hand out).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return batches.with_options(options).prefetch(tf.data.AUTOTUNE), math.ceil(n / batch_size)
 
 
 def fingerprint(params: dict, inputs: Iterable[Path]) -> str:
@@ -238,13 +249,14 @@ class _SaveEachEpoch(keras.callbacks.Callback):
 
 
 def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, fit: FitConfig,
-                  seed: int, checkpoints: Checkpoints, name: str,
+                  seed: int, checkpoints: Checkpoints, name: str, hardware: Hardware,
                   callbacks: Sequence[keras.callbacks.Callback] = ()) -> int:
-    """model.fit for `fit.epochs` epochs, resumed from `checkpoints` when a backup exists.
+    """Train for `fit.epochs` epochs (train_loop.fit_epochs), resumed from `checkpoints` when
+    a backup exists.
 
     One line per epoch on the terminal; DVCLive curves into checkpoints.live_dir (published
-    by Checkpoints.finish once the caller has written its model). Returns the first epoch
-    this call trained (0 unless resumed).
+    by Checkpoints.finish once the caller has written its model). `fit.batch_size` is per
+    replica. Returns the first epoch this call trained (0 unless resumed).
     """
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
@@ -255,17 +267,15 @@ def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, 
         start = fit.epochs if state["stopped"] else state["epochs_done"]
         print(f"{name}: resuming after epoch {state['epochs_done']} of {fit.epochs} "
               f"(backup in {checkpoints.folder})", flush=True)
-    batches, steps = epoch_batches(train, n_classes, fit.batch_size, seed, start, fit.epochs)
+    global_batch = fit.batch_size * hardware.replicas
+    batches, steps = epoch_batches(train, n_classes, global_batch, seed, start, fit.epochs)
+    val_data = (val.images, np.eye(n_classes, dtype=np.float32)[val.labels])
     # dvcyaml=None: our dvc.yaml declares these plots; DVCLive must not rewrite it.
     with Live(dir=str(checkpoints.live_dir), resume=state is not None, dvcyaml=None,
               save_dvc_exp=False) as live:
         if state:
             live.step = start  # DVCLive's own resume is off by one after a single epoch
-        model.fit(
-            batches, validation_data=make_dataset(val, n_classes, fit.batch_size),
-            epochs=fit.epochs, initial_epoch=start,
-            steps_per_epoch=steps, verbose=2, shuffle=False,  # epoch_batches shuffles
-            callbacks=[DVCLiveCallback(live=live), *callbacks,
-                       _SaveEachEpoch(checkpoints, callbacks, state)],
-        )
+        fit_epochs(model, batches, steps, val_data, fit.batch_size, fit.epochs, start,
+                   [DVCLiveCallback(live=live), *callbacks,
+                    _SaveEachEpoch(checkpoints, callbacks, state)], hardware)
     return start
