@@ -51,8 +51,14 @@ def scores(onehot: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     }
 
 
-def _train_step(model: keras.Model, hardware: Hardware, global_batch: int):
+def train_step(model: keras.Model, hardware: Hardware, global_batch: int):
+    """A tf.function that trains `model` on the next batch of a distributed iterator and
+    returns (probabilities, one-hot labels) per replica."""
     import tensorflow as tf
+
+    if not model.optimizer.built:  # its variables must exist before the step is traced
+        with hardware.strategy.scope():
+            model.optimizer.build(model.trainable_variables)
 
     loss_fn = keras.losses.CategoricalCrossentropy(reduction=None)
     optimizer = model.optimizer
@@ -83,10 +89,7 @@ def fit_epochs(model: keras.Model, batches: Any, steps: int, val: tuple[np.ndarr
     initial_epoch..epochs-1 on `batches` (global batches, `steps` per epoch), validating on
     `val` = (images, one-hot labels) after each; one line per epoch on the terminal."""
     strategy = hardware.strategy
-    if not model.optimizer.built:  # its variables must exist before the step is traced
-        with strategy.scope():
-            model.optimizer.build(model.trainable_variables)
-    step = _train_step(model, hardware, batch_size * hardware.replicas)
+    step = train_step(model, hardware, batch_size * hardware.replicas)
     iterator = iter(strategy.experimental_distribute_dataset(batches))
     hooks = keras.callbacks.CallbackList(list(callbacks), model=model, epochs=epochs,
                                          steps=steps, verbose=0)
