@@ -2,6 +2,7 @@
 
     python bench/repro_stages.py                      # the embedded default (params.yaml)
     python bench/repro_stages.py -S prepare.size=128  # with params changed, as dvc exp run -S
+    python bench/repro_stages.py --rev 8c58248        # an older commit, to compare
 
 Clones this repository (committed state) into a temporary folder, runs `dvc repro` there with
 DVC's run-cache off (so every stage really runs) and times each stage from the moment DVC
@@ -60,10 +61,13 @@ def timed_repro(workdir: Path) -> tuple[list[tuple[str, float]], float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-S", dest="set", action="append", default=[], help="key=value")
+    parser.add_argument("--rev", help="commit to measure (default: HEAD)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="repro-bench-") as tmp:
         workdir = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "-q", str(REPO), str(workdir)], check=True)
+        if args.rev:
+            subprocess.run(["git", "checkout", "-q", args.rev], cwd=workdir, check=True)
         set_params(workdir / "params.yaml", args.set)
         times, total = timed_repro(workdir)
     print(f"{'stage':<40} {'seconds':>8} {'share':>6}")
