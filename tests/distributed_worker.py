@@ -2,7 +2,7 @@
 own code path (hardware.set_up → fit_resumable) under the strategy that params and TF_CONFIG
 select, then its weights saved for the test to compare.
 
-    python -m tests.distributed_worker OUT_DIR STRATEGY BATCH_SIZE [LOGICAL_CPUS]
+    python -m tests.distributed_worker OUT_DIR STRATEGY BATCH_SIZE [LOGICAL_CPUS [PRECISION]]
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 
-def main(out: Path, strategy: str, batch_size: int, logical_cpus: int = 1) -> None:
+def main(out: Path, strategy: str, batch_size: int, logical_cpus: int = 1,
+         precision: str = "float32") -> None:
     import keras
     import tensorflow as tf
 
@@ -28,7 +29,7 @@ def main(out: Path, strategy: str, batch_size: int, logical_cpus: int = 1) -> No
     from stages.core.training import Checkpoints, backup_root, fit_resumable, seed_everything
     from tests.test_resume import _data  # the same tiny problem as the resume tests
 
-    hardware = set_up({"compute": {"strategy": strategy, "precision": "float32",
+    hardware = set_up({"compute": {"strategy": strategy, "precision": precision,
                                    "jit_compile": False}})
     print(hardware.describe(), flush=True)
     seed_everything(7)
@@ -38,7 +39,9 @@ def main(out: Path, strategy: str, batch_size: int, logical_cpus: int = 1) -> No
         # weights across strategies.
         model = keras.Sequential([
             keras.Input((8, 8, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
-            keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2, activation="softmax"),
+            keras.layers.Dense(16, activation="relu"),
+            # float32 output under mixed precision, as classifier._head does
+            keras.layers.Dense(2, activation="softmax", dtype="float32"),
         ])
         compile_classifier(model, 3e-3, 2)
     checkpoints = Checkpoints("train", "tiny", "k", backup_root(hardware))
@@ -46,10 +49,13 @@ def main(out: Path, strategy: str, batch_size: int, logical_cpus: int = 1) -> No
                   "train@tiny", hardware)
     tag = "chief" if hardware.is_chief else "worker"
     np.savez(out / f"{tag}-{hardware.replicas}-weights.npz", *model.get_weights())
+    print("compute dtype", model.layers[-2].compute_dtype, "optimizer",
+          type(model.optimizer).__name__, flush=True)
     if hardware.is_chief:
         write_model(model, out / "model.keras", {"name": "tiny"})
         checkpoints.finish(out / "log")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), *map(int, sys.argv[4:]))
+    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), *map(int, sys.argv[4:5]),
+         *sys.argv[5:6])

@@ -20,14 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _start(out: Path, strategy: str, batch_size: int, logical_cpus: int = 1,
-           tf_config: dict | None = None) -> subprocess.Popen:
+           tf_config: dict | None = None, precision: str = "float32") -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     if tf_config:
         env["TF_CONFIG"] = json.dumps(tf_config)
     return subprocess.Popen(
         [sys.executable, "-m", "tests.distributed_worker", str(out), strategy, str(batch_size),
-         str(logical_cpus)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+         str(logical_cpus), precision],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(process: subprocess.Popen, timeout: int = 240) -> str:
@@ -62,6 +62,15 @@ def test_mirrored_over_two_cpus_trains_like_one_device_with_the_same_global_batc
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert not np.allclose(single[0], 0)
     assert (two / "model.keras").is_file()
+
+
+def test_mixed_float16_trains_with_loss_scaling_and_a_float32_output(tmp_path):
+    output = _finish(_start(tmp_path, "default", 16, precision="mixed_float16"))
+    assert "mixed_float16" in output and "Epoch 4/4" in output
+    assert "compute dtype float16 optimizer LossScaleOptimizer" in output, output[-2000:]
+    weights = _weights(tmp_path / "chief-1-weights.npz")
+    assert all(np.isfinite(w).all() for w in weights)
+    assert weights[-2].dtype == np.float32  # the output layer's kernel
 
 
 @pytest.mark.slow

@@ -26,14 +26,20 @@ from sklearn.metrics import roc_auc_score
 from stages.core.hardware import Hardware
 
 
-def predict_batches(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """model(images) in batches, inference mode, under any strategy (reads the synchronised
-    weights; unlike model.predict it needs no cross-worker step)."""
+def inference(model: keras.Model):
+    """model(images) in inference mode as one tf.function, traced once (reduce_retracing: a
+    last, smaller batch does not trace it again). It reads the synchronised weights under any
+    strategy; unlike model.predict it needs no cross-worker step."""
     import tensorflow as tf
 
-    infer = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False))
-    outputs = [infer(images[i:i + batch_size]).numpy() for i in range(0, len(images),
-                                                                          batch_size)]
+    return tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
+                       reduce_retracing=True)
+
+
+def predict_batches(infer, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """`infer` (see inference) over images, batch by batch, as one float32 array."""
+    outputs = [infer(images[i:i + batch_size]).numpy()
+               for i in range(0, len(images), batch_size)]
     return np.concatenate(outputs).astype(np.float32)
 
 
@@ -90,6 +96,7 @@ def fit_epochs(model: keras.Model, batches: Any, steps: int, val: tuple[np.ndarr
     `val` = (images, one-hot labels) after each; one line per epoch on the terminal."""
     strategy = hardware.strategy
     step = train_step(model, hardware, batch_size * hardware.replicas)
+    infer = inference(model)
     iterator = iter(strategy.experimental_distribute_dataset(batches))
     hooks = keras.callbacks.CallbackList(list(callbacks), model=model, epochs=epochs,
                                          steps=steps, verbose=0)
@@ -106,7 +113,7 @@ def fit_epochs(model: keras.Model, batches: Any, steps: int, val: tuple[np.ndarr
             seen_probs += [p.numpy() for p in strategy.experimental_local_results(probs)]
             seen_labels += [y.numpy() for y in strategy.experimental_local_results(onehot)]
         logs = scores(np.concatenate(seen_labels), np.concatenate(seen_probs))
-        val_scores = scores(val[1], predict_batches(model, val[0], batch_size))
+        val_scores = scores(val[1], predict_batches(infer, val[0], batch_size))
         logs |= {f"val_{name}": value for name, value in val_scores.items()}
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         print(f"Epoch {epoch + 1}/{epochs} - {time.monotonic() - started:.0f}s - "

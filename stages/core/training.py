@@ -30,7 +30,7 @@ from stages.core.hardware import Hardware
 from stages.core.params import FitConfig
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
 from stages.core.shards import Split, fold_parts, read_meta, read_parts, read_split
-from stages.core.train_loop import fit_epochs, predict_batches
+from stages.core.train_loop import fit_epochs, inference, predict_batches
 
 BACKUP_ROOT = Path(".cache/backup")
 CODE_DIR = Path(__file__).resolve().parents[1]  # stages/: any code change starts afresh
@@ -62,7 +62,8 @@ def training_data(fold: str) -> tuple[Split, Split, dict]:
 
 def backbone_features(extractor: keras.Model, split: Split, batch_size: int) -> Split:
     """`split` with each image replaced by what `extractor` makes of it (float32 vectors)."""
-    return Split(predict_batches(extractor, split.images, batch_size), split.labels, split.ids)
+    features = predict_batches(inference(extractor), split.images, batch_size)
+    return Split(features, split.labels, split.ids)
 
 
 def backup_root(hardware: Hardware) -> Path:
