@@ -92,3 +92,35 @@ def test_two_workers_on_loopback_end_with_the_same_weights_and_only_the_chief_sa
         np.testing.assert_array_equal(a, b)
     assert (outs[0] / "model.keras").is_file() and (outs[0] / "log").is_dir()
     assert not (outs[1] / "model.keras").exists() and not (outs[1] / "log").exists()
+
+
+@pytest.mark.parametrize("compute, tf_config, message", [
+    ({"strategy": "gpu"}, None, "'compute.strategy' must be one of"),
+    ({"precision": "half"}, None, "'compute.precision' must be one of"),
+    ({"jit_compile": "yes"}, None, "'compute.jit_compile' must be auto, true or false"),
+    ({"strategy": "multi_worker"}, None, "TF_CONFIG describes no cluster"),
+    ({}, "{not json", "TF_CONFIG is not a valid cluster description"),
+])
+def test_bad_compute_settings_name_the_key(monkeypatch, compute, tf_config, message):
+    from stages.core.hardware import set_up
+    from stages.core.params import ParamsError
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    if tf_config:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    settings = {"strategy": "auto", "precision": "auto", "jit_compile": "auto", **compute}
+    with pytest.raises(ParamsError, match=message):
+        set_up({"compute": settings})
+
+
+@pytest.mark.parametrize("cluster, task, chief", [
+    ({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 0}, True),
+    ({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 1}, False),
+    ({"chief": ["c:1"], "worker": ["a:1"]}, {"type": "chief", "index": 0}, True),
+    ({"chief": ["c:1"], "worker": ["a:1"]}, {"type": "worker", "index": 0}, False),
+])
+def test_only_one_task_of_a_cluster_is_chief(monkeypatch, cluster, task, chief):
+    from stages.core.hardware import _is_chief, cluster_spec
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+    assert _is_chief(cluster_spec()) is chief
