@@ -22,19 +22,22 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stages.core.params import ParamsLoader  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
 
 
 def set_params(path: Path, assignments: list[str]) -> None:
-    params = yaml.safe_load(path.read_text())
+    params = yaml.load(path.read_text(), Loader=ParamsLoader)
     for assignment in assignments:
         key, value = assignment.split("=", 1)
         node = params
         *parents, leaf = key.split(".")
         for part in parents:
             node = node[part]
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = yaml.load(value, Loader=ParamsLoader)  # -S lr=5e-5 is a number
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -23,7 +23,7 @@ class ParamsError(PipelineError, ValueError):
     """A value in params.yaml is missing or out of range; the message names the key."""
 
 
-class _Loader(yaml.SafeLoader):
+class ParamsLoader(yaml.SafeLoader):
     """SafeLoader that reads 5e-05 as a number, as YAML 1.2 (and DVC) do.
 
     PyYAML follows YAML 1.1, where a float needs a dot (5.0e-05), so it reads 5e-05 as a
@@ -31,7 +31,7 @@ class _Loader(yaml.SafeLoader):
     """
 
 
-_Loader.add_implicit_resolver(
+ParamsLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."),
@@ -42,7 +42,7 @@ def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     if not path.exists():
         raise ParamsError(f"{path} not found: run the stages from the repository root")
     with path.open() as f:
-        params = yaml.load(f, Loader=_Loader) or {}
+        params = yaml.load(f, Loader=ParamsLoader) or {}
     if not isinstance(params, dict):
         raise ParamsError(f"{path} must hold a mapping of sections")
     return params
