@@ -5,16 +5,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
-# Quiet TensorFlow's start-up banner; keep its warnings and errors.
-export TF_CPP_MIN_LOG_LEVEL ?= 1
 
 .PHONY: venv repro test test-fast lint serve clean
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 repro: venv
@@ -27,7 +26,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow"
 
 serve: venv
-	$(BIN)/python -m stages.serve
+	$(BIN)/python -m stages.app.serve
 
 lint: venv
 	$(BIN)/ruff check .

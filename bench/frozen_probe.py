@@ -14,23 +14,18 @@ folders only (benign vs malignant).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-import numpy as np  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
-from sklearn.model_selection import StratifiedKFold, cross_val_predict  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-
-from stages.core import lite0  # noqa: E402
-from stages.core.images import load_image  # noqa: E402
-from stages.core.sources.local import read_source  # noqa: E402
+from stages.core import lite0
+from stages.core.images import load_image
+from stages.core.sources.local import read_source
 
 SETTINGS = {"plain": (False, "none"), "shades_of_gray": (False, "shades_of_gray"),
             "crop + shades_of_gray": (True, "shades_of_gray")}

@@ -11,7 +11,7 @@ after warm-up, `--requests` times each:
 
   model.predict            Keras' documented call on the already decoded float32 image
   model.predict_on_batch   the compiled graph without model.predict's per-call set-up
-  predict path             stages.predict: decode the JPEG file (images.load_image) + model
+  predict path             stages.app.predict: decode the JPEG file (images.load_image) + model
   predict path, --tta      the same with the 8 flips/rotations averaged
   API                      POST /api/predict through Flask's test client (multipart JPEG)
   API + Grad-CAM           the page's request: + heatmap and the photo as PNG data URLs
@@ -28,23 +28,19 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+from PIL import Image
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from stages import predict as predict_cli  # noqa: E402
-from stages.core.classifier import build_classifier, model_card, write_model  # noqa: E402
-from stages.core.params import load_params, model_config, number  # noqa: E402
-from stages.core.paths import HOLDOUT, model_dir  # noqa: E402
-from stages.core.predictor import Predictor  # noqa: E402
+from stages.app import predict as predict_cli
+from stages.core.classifier import build_classifier, model_card, write_model
+from stages.core.params import load_params, model_config, number
+from stages.core.paths import HOLDOUT, model_dir
+from stages.core.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 UDA1_DIR = REPO.parent / "shared" / "data" / "isic-uda1-dev"
@@ -105,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     size = args.size or number(params, "prepare.size", 16, 1024, integer=True)
 
-    from stages.serve import create_app
+    from stages.app.serve import create_app
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

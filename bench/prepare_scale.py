@@ -1,9 +1,9 @@
 """Does prepare scale? Images/s, cores used and peak memory at 1,000 and 10,000 images, and
 the time of a no-op `dvc status` / `dvc repro` on a pipeline that big.
 
-    python bench/prepare_scale.py                      # 1000 and 10000 images
-    python bench/prepare_scale.py --counts 1000 3000 10000 --workdir /data/tmp/scale
-    python bench/prepare_scale.py --counts 3000 --generate 10000   # the first 3000 of 10000
+    python -m bench.prepare_scale                      # 1000 and 10000 images
+    python -m bench.prepare_scale --counts 1000 3000 10000 --workdir /data/tmp/scale
+    python -m bench.prepare_scale --counts 3000 --generate 10000   # the first 3000 of 10000
 
 For the largest count it writes synthetic ISIC-like JPEGs once into WORKDIR/images-N (a skin
 background, a lesion, sensor grain; 45% 600x450, 30% 1024x768, 17% 2048x1536, 8% 4000x3000,
@@ -39,10 +39,10 @@ import pandas as pd
 import psutil
 from PIL import Image, ImageChops, ImageDraw
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tests.pipeline_project import Project
 
-from tests.pipeline_project import Project  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 SIZES = [((600, 450), 0.45), ((1024, 768), 0.30), ((2048, 1536), 0.17), ((4000, 3000), 0.08)]
 _NOISE: Image.Image | None = None  # one grain field per worker, cropped at random offsets
@@ -107,7 +107,7 @@ def subset(full: Path, folder: Path, count: int) -> Path:
 MEASURE = """
 import json, resource, sys
 from stages import prepare
-from stages.core.errors import run_stage
+from stages.core.cli import run_stage
 try:
     run_stage("prepare", prepare.main)  # what `python -m stages.prepare` runs
 finally:

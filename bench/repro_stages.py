@@ -22,8 +22,7 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stages.core.params import ParamsLoader  # noqa: E402
+from stages.core.params import ParamsLoader
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")

@@ -14,23 +14,17 @@ figure to watch: 1.0 means the input pipeline never starves the model.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from stages.core.classifier import build_classifier, compile_classifier  # noqa: E402
-from stages.core.hardware import Hardware, set_up  # noqa: E402
-from stages.core.params import load_params, model_config  # noqa: E402
-from stages.core.shards import Split  # noqa: E402
-from stages.core.train_loop import train_step  # noqa: E402
-from stages.core.training import epoch_batches  # noqa: E402
+from stages.core.classifier import build_classifier, compile_classifier
+from stages.core.hardware import Hardware, set_up
+from stages.core.params import load_params, model_config
+from stages.core.shards import Split
+from stages.core.train_loop import train_step
+from stages.core.training import epoch_batches
 
 
 def images_per_second(step, iterator, steps: int, batch: int, strategy) -> float:

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
-from stages.core.errors import run_stage
+from stages.core.cli import run_stage
 from stages.core.params import get, load_params, number
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
 from stages.core.shards import read_meta, read_split, write_meta, write_split
 
-OUT_DIR = AUGMENTED_DIR
 BATCH = 64
 
 
@@ -79,8 +78,8 @@ def main() -> None:
     meta = read_meta(PREPARED_DIR)
     model = augmenter(params, seed)
     rng = np.random.default_rng(seed)
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for old in OUT_DIR.glob("*.npz"):
+    AUGMENTED_DIR.mkdir(parents=True, exist_ok=True)
+    for old in AUGMENTED_DIR.glob("*.npz"):
         old.unlink()
     counts = {}
     # Each part is balanced on its own, so any union of folds a model trains on is balanced.
@@ -89,9 +88,9 @@ def main() -> None:
         targets = target_counts(data.labels, number(params, "augment.copies", 1.0, 100.0),
                                 bool(get(params, "augment.balance")))
         items = augmented_items(data.images, data.labels, data.ids, targets, model, rng)
-        counts[part] = write_split(OUT_DIR, part, items, meta["shard_size"])
-        print(f"{part}: {counts[part]} training images written to {OUT_DIR}", flush=True)
-    write_meta(OUT_DIR, {"classes": meta["classes"], "counts": counts})
+        counts[part] = write_split(AUGMENTED_DIR, part, items, meta["shard_size"])
+        print(f"{part}: {counts[part]} training images written to {AUGMENTED_DIR}", flush=True)
+    write_meta(AUGMENTED_DIR, {"classes": meta["classes"], "counts": counts})
 
 
 if __name__ == "__main__":

@@ -14,13 +14,20 @@ import json
 import numpy as np
 import pandas as pd
 
-from stages.core.errors import PipelineError, run_stage
+from stages.core.cli import run_stage
+from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import write_json
 from stages.core.metrics import classification_metrics
 from stages.core.params import choice, get, load_params
-from stages.core.paths import SPLIT_FILE, SUMMARY_FILE, metrics_file, model_dir, predictions_file
+from stages.core.paths import (
+    LEADERBOARD_FILE,
+    SPLIT_FILE,
+    SUMMARY_FILE,
+    metrics_file,
+    model_dir,
+    predictions_file,
+)
 
-LEADERBOARD_FILE = SUMMARY_FILE.with_name("leaderboard.md")
 ENSEMBLE = "ensemble"
 COLUMNS = ("roc_auc", "balanced_accuracy", "average_precision", "sensitivity", "specificity",
            "f1", "accuracy")
@@ -30,7 +37,7 @@ def read_fold_scores(backbone: str, folds: list) -> list[dict]:
     paths = [metrics_file(backbone, fold) for fold in folds]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"{', '.join(missing)} missing; run `dvc repro`")
+        raise MissingInputError(f"{', '.join(missing)} missing; run `dvc repro`")
     return [json.loads(p.read_text()) for p in paths]
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.core.errors import PipelineError, run_stage
+from stages.core.cli import run_stage
+from stages.core.errors import PipelineError
 from stages.core.params import choice, get, load_params, number
+from stages.core.paths import RAW_DIR
 from stages.core.reports import write_rejected
 from stages.core.sources import isic_archive, local, synthetic
-
-RAW_DIR = Path("data/raw")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from stages.core.classifier import load_model
-from stages.core.errors import run_stage
+from stages.core.cli import parse_target, run_stage
 from stages.core.files import write_json
 from stages.core.metrics import classification_metrics, curve_points
 from stages.core.params import get, load_params
@@ -23,7 +23,6 @@ from stages.core.paths import (
     PREPARED_DIR,
     metrics_file,
     model_dir,
-    parse_target,
     plots_dir,
     predictions_file,
 )

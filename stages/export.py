@@ -17,11 +17,10 @@ import keras
 import numpy as np
 
 from stages.core.classifier import load_model
-from stages.core.errors import PipelineError, run_stage
+from stages.core.cli import run_stage
+from stages.core.errors import MissingInputError, PipelineError
 from stages.core.params import ParamsError, load_params
-from stages.core.paths import SUMMARY_FILE
-
-OUT_DIR = Path("models/export")
+from stages.core.paths import EXPORT_DIR, SUMMARY_FILE
 
 
 def to_tflite(saved_model: Path, float16: bool) -> bytes:
@@ -84,20 +83,20 @@ def export_settings(params: dict) -> bool:
 def main() -> None:
     float16 = export_settings(load_params())
     if not SUMMARY_FILE.exists():
-        raise FileNotFoundError(f"{SUMMARY_FILE} missing: run `dvc repro compare` first")
+        raise MissingInputError(f"{SUMMARY_FILE} missing: run `dvc repro compare` first")
     summary = json.loads(SUMMARY_FILE.read_text())
     model, card = load_model(Path(summary["best_model"]))
-    export_model(model, card, OUT_DIR, float16)
+    export_model(model, card, EXPORT_DIR, float16)
     # Check the exported files answer like the Keras model before calling it done.
     size = int(card["image_size"])
     images = np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)).astype(np.float32)
     want = model.predict(images, verbose=0)
-    got = tflite_predict(OUT_DIR / "model.tflite", images)
+    got = tflite_predict(EXPORT_DIR / "model.tflite", images)
     gap = float(np.abs(got - want).max())
     if gap > (2e-2 if float16 else 1e-3):
         raise PipelineError(f"the TFLite model differs from the Keras model by {gap:.2g}")
-    tflite_mb = (OUT_DIR / "model.tflite").stat().st_size / 1e6
-    print(f"exported {summary['best']} to {OUT_DIR}/: saved_model/, model.tflite "
+    tflite_mb = (EXPORT_DIR / "model.tflite").stat().st_size / 1e6
+    print(f"exported {summary['best']} to {EXPORT_DIR}/: saved_model/, model.tflite "
           f"({tflite_mb:.1f} MB{', float16' if float16 else ''}; max |Δp| vs Keras {gap:.1e})")
 
 

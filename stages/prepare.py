@@ -20,16 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.core.errors import PipelineError, run_stage
+from stages.core.cli import run_stage
+from stages.core.errors import PipelineError
 from stages.core.images import COLOR_CONSTANCY, ImageError, Preprocessing, load_image
 from stages.core.params import choice, flag, load_params, number
+from stages.core.paths import PREPARE_REJECTED_FILE, PREPARED_DIR, RAW_DIR, SPLIT_FILE
 from stages.core.reports import check_rejected, write_report
-from stages.core.shards import write_meta, write_split
+from stages.core.shards import EmptySplitError, write_meta, write_split
 
-RAW_DIR = Path("data/raw")
-SPLIT_FILE = Path("data/interim/split.csv")
-OUT_DIR = Path("data/processed/prepared")
-REJECTED_FILE = Path("data/interim/rejected.csv")
 MAX_KEY = "prepare.max_rejected_fraction"
 
 
@@ -86,8 +84,8 @@ def main() -> None:
     classes = sorted(frame["label"].unique())
     frame["label_index"] = frame["label"].map(classes.index)
 
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for old in OUT_DIR.glob("*.npz"):
+    PREPARED_DIR.mkdir(parents=True, exist_ok=True)
+    for old in PREPARED_DIR.glob("*.npz"):
         old.unlink()
     rejected: list[dict] = []
     counts: dict[str, int] = {}
@@ -96,21 +94,20 @@ def main() -> None:
             rows = frame[frame["split"] == split]
             items = decoded_items(rows, size, steps, pool, rejected, split)
             try:
-                counts[split] = write_split(OUT_DIR, split, items, shard_size)
-            except ValueError as err:
-                if "no images left" not in str(err):
-                    raise
+                counts[split] = write_split(PREPARED_DIR, split, items, shard_size)
+            except EmptySplitError:
                 counts[split] = 0  # every image of this split was rejected
     # The report comes first, so that whatever stops the stage below, it names every item.
-    write_report(pd.DataFrame(rejected), REJECTED_FILE)
-    check_rejected(len(rejected), sum(counts.values()), max_rejected, REJECTED_FILE, MAX_KEY)
+    write_report(pd.DataFrame(rejected), PREPARE_REJECTED_FILE)
+    check_rejected(len(rejected), sum(counts.values()), max_rejected, PREPARE_REJECTED_FILE,
+                   MAX_KEY)
     empty = [split for split, n in counts.items() if n == 0]
     if empty:
         raise PipelineError(f"no usable images left in the {' and '.join(empty)} split(s); "
-                            f"see {REJECTED_FILE}")
-    write_meta(OUT_DIR, {"classes": classes, "image_size": size, "shard_size": shard_size,
+                            f"see {PREPARE_REJECTED_FILE}")
+    write_meta(PREPARED_DIR, {"classes": classes, "image_size": size, "shard_size": shard_size,
                          "counts": counts, "preprocessing": steps.to_dict()})
-    print(f"prepared {counts} at {size}x{size} px, {steps}, into {OUT_DIR}")
+    print(f"prepared {counts} at {size}x{size} px, {steps}, into {PREPARED_DIR}")
 
 
 if __name__ == "__main__":

@@ -15,14 +15,19 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from stages.core.errors import PipelineError, run_stage
+from stages.core.cli import run_stage
+from stages.core.errors import PipelineError
 from stages.core.files import write_json
 from stages.core.params import choice, get, load_params, number
-from stages.core.paths import HOLDOUT, RAW_DIR, SPLIT_FILE
+from stages.core.paths import (
+    HOLDOUT,
+    RAW_DIR,
+    SPLIT_COUNTS_FILE,
+    SPLIT_FILE,
+    SPLIT_REJECTED_FILE,
+)
 from stages.core.reports import write_rejected
 from stages.core.sources import local
-
-COUNTS_FILE = Path("metrics/split.json")
 
 
 def link_groups(items: pd.DataFrame) -> pd.Series:
@@ -101,7 +106,7 @@ def main() -> None:
     rejected = pd.concat([rejected, pd.DataFrame({
         "item": unlabeled["isic_id"], "reason": f"no {label_column} label for task '{task}'"})])
     items = items[items[label_column] != ""]
-    write_rejected(rejected, SPLIT_FILE.parent / "split_rejected.csv", len(items),
+    write_rejected(rejected, SPLIT_REJECTED_FILE, len(items),
                    number(params, "data.max_rejected_fraction", 0.0, 1.0),
                    key="data.max_rejected_fraction")
 
@@ -121,7 +126,7 @@ def main() -> None:
     frame.to_csv(SPLIT_FILE, index=False)
 
     counts = frame.groupby(["split", "label"]).size().unstack(fill_value=0)
-    write_json(COUNTS_FILE, {s: counts.loc[s].to_dict() for s in counts.index})
+    write_json(SPLIT_COUNTS_FILE, {s: counts.loc[s].to_dict() for s in counts.index})
     print(counts.to_string())
 
 

@@ -17,14 +17,13 @@ from stages.core.classifier import (
     split_at_pool,
     write_model,
 )
-from stages.core.errors import run_stage
+from stages.core.cli import parse_target, run_stage
 from stages.core.hardware import set_up
 from stages.core.params import get, load_params, model_config
 from stages.core.paths import (
     AUGMENTED_DIR,
     PREPARED_DIR,
     model_dir,
-    parse_target,
     training_log_dir,
 )
 from stages.core.training import (

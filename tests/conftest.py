@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import stages  # noqa: F401 -- before TensorFlow: it quiets TF's start-up (stages/__init__.py)
 
 REPO = Path(__file__).resolve().parents[1]
 UDA1_DIR = REPO.parent / "shared" / "data" / "isic-uda1-dev"

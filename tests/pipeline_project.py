@@ -63,7 +63,7 @@ class Project:
         # The stages' `python` must be this interpreter, with its packages.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
         env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-                   GIT_COMMITTER_EMAIL="t@t", TF_CPP_MIN_LOG_LEVEL="2")
+                   GIT_COMMITTER_EMAIL="t@t")
         return env
 
     def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""python -m stages.predict: the same pixels as prepare, every output format, bad files."""
+"""python -m stages.app.predict: the same pixels as prepare, every output format, bad files."""
 
 import csv
 import io
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages import predict, prepare
+from stages import prepare
+from stages.app import predict
 from stages.core.images import load_image
 from stages.core.predictor import ModelNotFoundError, Predictor, model_path
 from stages.core.tta import tta_predict
@@ -204,7 +205,7 @@ def test_command_line_exit_codes(tmp_path):
     """The real command in an empty folder: one line telling what to do, exit 1."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     (tmp_path / "x.jpg").write_bytes(jpeg_bytes(lesion_photo(40)))
-    result = subprocess.run([sys.executable, "-m", "stages.predict", "x.jpg"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "stages.app.predict", "x.jpg"], cwd=tmp_path,
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("predict: metrics/summary.json "

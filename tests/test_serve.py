@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages import serve
+from stages.app import serve
 from stages.core.images import load_image
 from stages.core.params import ParamsError
 from stages.core.predictor import Predictor

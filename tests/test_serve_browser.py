@@ -1,4 +1,4 @@
-"""The web app end to end: the real server (`python -m stages.serve`) driven by headless
+"""The web app end to end: the real server (`python -m stages.app.serve`) driven by headless
 Chromium through Selenium. Slow (a browser and a TensorFlow process start)."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`python -m stages.serve` in a folder laid out like the repo after `dvc repro`."""
+    """`python -m stages.app.serve` in a folder laid out like the repo after `dvc repro`."""
     root = tmp_path_factory.mktemp("served")
     for backbone in ("small_cnn", "small_functional_cnn"):
         write_tiny_model(root, backbone, image_size=SIZE)
@@ -49,7 +49,7 @@ def server(tmp_path_factory):
     (root / "params.yaml").write_text(
         f"serve: {{port: {port}, max_upload_mb: 0.2, backbone: best, tta: false}}\n")
     log = (root / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "stages.serve"], cwd=root, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "stages.app.serve"], cwd=root, stdout=log,
                             stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     url = f"http://127.0.0.1:{port}"

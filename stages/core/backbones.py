@@ -129,7 +129,8 @@ BACKBONES: dict[str, Backbone] = {
 
 def get_backbone(arch: str) -> Backbone:
     if arch not in BACKBONES:
-        raise ValueError(f"unknown backbone '{arch}'; known: {', '.join(sorted(BACKBONES))}")
+        known = ", ".join(sorted(BACKBONES))
+        raise PipelineError(f"params.yaml: unknown backbone '{arch}'; known: {known}")
     return BACKBONES[arch]
 
 

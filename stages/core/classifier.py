@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 
 from stages.core.backbones import batch_norm, build_base, get_backbone
+from stages.core.errors import MissingInputError
 from stages.core.files import write_json
 from stages.core.params import HeadConfig, ModelConfig
 
@@ -109,6 +110,6 @@ def write_model(model: keras.Model, path: Path, card: dict) -> None:
 
 def load_model(path: Path) -> tuple[keras.Model, dict]:
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `dvc repro` (or `dvc pull`) first")
+        raise MissingInputError(f"{path} not found: run `dvc repro` (or `dvc pull`) first")
     card = json.loads(path.with_suffix(".json").read_text())
     return keras.models.load_model(path), card

@@ -1,23 +1,16 @@
-"""Errors a user can fix, and how a stage reports them: one line, no traceback."""
+"""The errors a user can fix. Only these end a stage with one line and no traceback
+(stages/core/cli.py); anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 
 class PipelineError(Exception):
     """Something in the input or params.yaml needs fixing; the message says what and how."""
 
 
-def run_stage(name: str, main: Callable[..., Any], *args: Any) -> None:
-    """Run a stage's main; a bad input or param ends it with `name: message` and exit 1.
+class MissingInputError(PipelineError, FileNotFoundError):
+    """A file an earlier stage writes is not there: the message names it and what to run."""
 
-    ValueError and FileNotFoundError are included because our modules raise them with
-    messages written for users (a bad folder, a missing shard); anything else is a bug and
-    keeps its traceback.
-    """
-    try:
-        main(*args)
-    except (PipelineError, ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"{name}: {err}") from None
+
+class DataError(PipelineError, ValueError):
+    """A dataset folder or file cannot be read as asked; the message names it."""

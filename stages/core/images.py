@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from stages.core.color import crop_dark_border, shades_of_gray
+from stages.core.errors import PipelineError
 
 # The most pixels we ever decode for one image. Pillow warns above this and refuses above
 # twice it; a real dermoscope makes ~25 MP at most, so anything far above is a
@@ -39,6 +40,10 @@ _CORRUPT = (OSError, SyntaxError, EOFError, struct.error, zlib.error, IndexError
 
 class ImageError(ValueError):
     """The file cannot be used as an image; the message says why, for the rejected report."""
+
+
+class PreprocessingError(PipelineError, ValueError):
+    """A preprocessing setting (params.yaml prepare: or a model card) this code cannot follow."""
 
 
 COLOR_CONSTANCY = ("none", "shades_of_gray")  # the values of params.yaml prepare.color_constancy
@@ -56,10 +61,10 @@ class Preprocessing:
 
     def __post_init__(self):
         if not isinstance(self.crop_border, bool):
-            raise ValueError(f"preprocessing: crop_border must be true or false, "
+            raise PreprocessingError(f"preprocessing: crop_border must be true or false, "
                              f"got {self.crop_border!r}")
         if self.color_constancy not in COLOR_CONSTANCY:
-            raise ValueError(f"preprocessing: color_constancy must be one of "
+            raise PreprocessingError(f"preprocessing: color_constancy must be one of "
                              f"{', '.join(COLOR_CONSTANCY)}; got {self.color_constancy!r}")
 
     def to_dict(self) -> dict:
@@ -70,7 +75,7 @@ class Preprocessing:
         data = data or {}
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:  # a step this code cannot repeat: refuse rather than decode differently
-            raise ValueError(f"preprocessing: unknown step(s) {', '.join(unknown)}")
+            raise PreprocessingError(f"preprocessing: unknown step(s) {', '.join(unknown)}")
         return cls(**data)
 
 

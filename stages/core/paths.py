@@ -11,13 +11,20 @@ from pathlib import Path
 HOLDOUT = "holdout"  # the fold name of a single train / val / test split
 RAW_DIR = Path("data/raw")
 SPLIT_FILE = Path("data/interim/split.csv")
+SPLIT_REJECTED_FILE = Path("data/interim/split_rejected.csv")
+SPLIT_COUNTS_FILE = Path("metrics/split.json")
 PREPARED_DIR = Path("data/processed/prepared")
+PREPARE_REJECTED_FILE = Path("data/interim/rejected.csv")
 AUGMENTED_DIR = Path("data/processed/augmented")
+MODELS_DIR = Path("models")
+EXPORT_DIR = MODELS_DIR / "export"
 SUMMARY_FILE = Path("metrics/summary.json")
+LEADERBOARD_FILE = Path("metrics/leaderboard.md")
+BACKUP_ROOT = Path(".cache/backup")  # training state between epochs, outside DVC's outputs
 
 
 def model_dir(backbone: str, fold: str) -> Path:
-    return Path("models") / backbone / str(fold)
+    return MODELS_DIR / backbone / str(fold)
 
 
 def training_log_dir(backbone: str, fold: str, phase: str) -> Path:
@@ -34,15 +41,3 @@ def plots_dir(backbone: str, fold: str) -> Path:
 
 def predictions_file(backbone: str, fold: str) -> Path:
     return Path("metrics/predictions") / backbone / f"{fold}.csv"
-
-
-def parse_target(description: str) -> tuple[str, str]:
-    """`python -m stages.<stage> BACKBONE [FOLD]`, as dvc.yaml calls the per-model stages."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("backbone", help="a key under `models:` in params.yaml")
-    parser.add_argument("fold", nargs="?", default=HOLDOUT,
-                        help=f"{HOLDOUT} (default) or a cross-validation fold number")
-    args = parser.parse_args()
-    return args.backbone, args.fold

@@ -19,10 +19,8 @@ import numpy as np
 from stages.core.classifier import load_model
 from stages.core.errors import PipelineError
 from stages.core.images import Preprocessing, load_image
-from stages.core.paths import HOLDOUT, SUMMARY_FILE
+from stages.core.paths import HOLDOUT, MODELS_DIR, SUMMARY_FILE
 from stages.core.tta import as_predict, tta_predict
-
-MODELS_DIR = Path("models")
 
 
 class ModelNotFoundError(PipelineError, FileNotFoundError):

@@ -14,10 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import write_json
 from stages.core.paths import HOLDOUT
 
 META_FILE = "meta.json"
+
+
+class EmptySplitError(PipelineError):
+    """Every image of a split was rejected, so there is nothing to write."""
 
 
 @dataclass
@@ -54,7 +59,7 @@ def write_split(
             images, labels, ids = [], [], []
     if images or shard == 0:
         if not images:
-            raise ValueError(f"split '{split}' has no images left to write")
+            raise EmptySplitError(f"split '{split}' has no images left to write")
         _save(out_dir / f"{split}-{shard:05d}.npz", images, labels, ids)
         written += len(images)
     return written
@@ -63,7 +68,7 @@ def write_split(
 def shard_paths(data_dir: Path, split: str) -> list[Path]:
     paths = sorted(data_dir.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9].npz"))
     if not paths:
-        raise FileNotFoundError(f"no '{split}' shards in {data_dir}: run `dvc repro` first")
+        raise MissingInputError(f"no '{split}' shards in {data_dir}: run `dvc repro` first")
     return paths
 
 
@@ -105,7 +110,7 @@ def fold_parts(fold: str, parts: list[str]) -> FoldParts:
         return FoldParts(["train"], "val", "test")
     k, n = int(fold), sum(p.startswith("fold") for p in parts)
     if not 0 <= k < n:
-        raise ValueError(f"fold {fold} does not exist: the split has {n} folds (params: folds)")
+        raise PipelineError(f"fold {fold} does not exist: the split has {n} folds (params: folds)")
     val = (k + 1) % n
     return FoldParts([f"fold{j}" for j in range(n) if j not in (k, val)], f"fold{val}",
                      f"fold{k}")
@@ -119,7 +124,7 @@ def write_meta(data_dir: Path, meta: dict) -> None:
 def read_meta(data_dir: Path) -> dict:
     path = data_dir / META_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} missing: run `dvc repro prepare` first")
+        raise MissingInputError(f"{path} missing: run `dvc repro prepare` first")
     return json.loads(path.read_text())
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.core.errors import PipelineError
+from stages.core.errors import DataError, MissingInputError, PipelineError
 from stages.core.labels import (
     CHALLENGE_CODES,
     challenge_labels,
@@ -49,7 +49,7 @@ def detect_layout(path: Path) -> str:
     """Return "isic-cli", "ham10000" or "challenge" from the CSV headers in `path`."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: not a folder (expected a dataset folder)")
+        raise MissingInputError(f"{path}: not a folder (expected a dataset folder)")
     headers = _csv_files(path)
     if "isic_id" in headers.get(path / "metadata.csv", []):
         return "isic-cli"
@@ -58,7 +58,7 @@ def detect_layout(path: Path) -> str:
     if any(_is_ground_truth(h) for h in headers.values()):
         return "challenge"
     found = ", ".join(p.name for p in headers) or "no CSV file"
-    raise ValueError(
+    raise DataError(
         f"{path}: unrecognized dataset layout (found {found}). Expected one of: metadata.csv "
         "with an isic_id column (isic-cli); HAM10000_metadata.csv with image_id,dx "
         "(ham10000); a ground-truth CSV with an image column and one-hot class columns such "
@@ -186,7 +186,7 @@ def _read_isic_cli(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _read_ham10000(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     found = [p for p, h in _csv_files(path).items() if _is_ham(h)]
     if not found:
-        raise ValueError(f"{path}: no HAM10000 metadata CSV (a CSV with image_id and dx)")
+        raise DataError(f"{path}: no HAM10000 metadata CSV (a CSV with image_id and dx)")
     meta, bad_rows = _read_csv(found[0])
     ids = _text(meta, "image_id")
     return _assemble(meta, ids, ids, ham10000_labels(meta["dx"]), "image_id",
@@ -197,7 +197,7 @@ def _read_challenge(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     headers = _csv_files(path)
     found = [p for p, h in headers.items() if _is_ground_truth(h)]
     if not found:
-        raise ValueError(f"{path}: no ground-truth CSV (an image column + one-hot classes)")
+        raise DataError(f"{path}: no ground-truth CSV (an image column + one-hot classes)")
     parts = [_read_csv(p) for p in found]
     truth = pd.concat([rows for rows, _ in parts], ignore_index=True)
     bad_rows = pd.concat([bad for _, bad in parts], ignore_index=True)
@@ -230,5 +230,5 @@ def read_source(path: Path, layout: str = "auto") -> tuple[pd.DataFrame, pd.Data
     readers = {"isic-cli": _read_isic_cli, "ham10000": _read_ham10000,
                "challenge": _read_challenge}
     if layout not in readers:
-        raise ValueError(f"unknown layout {layout!r}: expected 'auto' or one of {LAYOUTS}")
+        raise DataError(f"unknown layout {layout!r}: expected 'auto' or one of {LAYOUTS}")
     return readers[layout](path)

@@ -1,4 +1,4 @@
-"""The web app: `make serve` (python -m stages.serve) → http://127.0.0.1:8000.
+"""The web app: `make serve` (python -m stages.app.serve) → http://127.0.0.1:8000.
 
 Upload a lesion photo, see each class's probability, the predicted class and a Grad-CAM
 heatmap of where the model looked; pick any evaluated backbone. The same prediction is a JSON
@@ -26,7 +26,7 @@ from flask import Flask, jsonify, render_template, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from stages.core.errors import run_stage
+from stages.core.cli import run_stage
 from stages.core.gradcam import colormap, gradcam
 from stages.core.images import ImageError
 from stages.core.params import flag, load_params, number

@@ -1,4 +1,4 @@
-"""Classify lesion photos with a trained model: `python -m stages.predict IMAGE_OR_FOLDER...`.
+"""Classify lesion photos with a trained model: `python -m stages.app.predict IMAGE_OR_FOLDER...`.
 
 By default the best model of the last `dvc repro` (metrics/summary.json); --backbone NAME or
 --model PATH picks another. Prints each image's class probabilities and predicted class as a
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.core.errors import run_stage
+from stages.core.cli import run_stage
 from stages.core.images import ImageError
 from stages.core.predictor import Predictor, model_path
 
@@ -121,7 +121,7 @@ def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m stages.predict", description=__doc__.splitlines()[0])
+        prog="python -m stages.app.predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--model", type=Path, help="a model.keras file (model.json beside it)")
