@@ -24,7 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from stages.core import lite0
-from stages.core.images import load_image
+from stages.core.images import Preprocessing, load_image
 from stages.core.sources.local import read_source
 
 SETTINGS = {"plain": (False, "none"), "shades_of_gray": (False, "shades_of_gray"),
@@ -54,7 +54,7 @@ def main() -> None:
     lite0.load_imagenet_weights(base)
     print(f"{len(labels)} images ({labels.sum()} malignant), {args.size} px", flush=True)
     for name, (crop, colour) in SETTINGS.items():
-        images = np.stack([load_image(path, args.size, crop, colour)
+        images = np.stack([load_image(path, args.size, Preprocessing(crop, colour))
                            for path in items["image_path"]])
         features = base.predict(images.astype("float32"), batch_size=32, verbose=0)
         print(f"{name:>22}: frozen-feature probe ROC AUC {probe_auc(features, labels):.3f}",

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from stages.core.cli import run_stage
-from stages.core.params import get, load_params, number
+from stages.core.params import get, number, stage_params
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
 from stages.core.shards import read_meta, read_split, write_meta, write_split
 
@@ -72,7 +72,7 @@ def training_parts(meta: dict) -> list[str]:
 
 
 def main() -> None:
-    params = load_params()
+    params = stage_params("augment")
     seed = get(params, "seed")
     keras.utils.set_random_seed(seed)
     meta = read_meta(PREPARED_DIR)

@@ -18,7 +18,7 @@ from stages.core.cli import run_stage
 from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import write_json
 from stages.core.metrics import classification_metrics
-from stages.core.params import choice, get, load_params
+from stages.core.params import choice, get, stage_params
 from stages.core.paths import (
     LEADERBOARD_FILE,
     SPLIT_FILE,
@@ -87,7 +87,7 @@ def markdown(ranked: list[tuple[str, dict]]) -> str:
 
 
 def main() -> None:
-    params = load_params()
+    params = stage_params("compare")
     rank_by = choice(params, "compare.rank_by", COLUMNS)
     backbones, folds = get(params, "backbones"), get(params, "folds")
     rows = {name: summarize(read_fold_scores(name, folds)) for name in backbones}

@@ -17,7 +17,7 @@ import pandas as pd
 
 from stages.core.cli import run_stage
 from stages.core.errors import PipelineError
-from stages.core.params import choice, get, load_params, number
+from stages.core.params import choice, get, number, stage_params
 from stages.core.paths import RAW_DIR
 from stages.core.reports import write_rejected
 from stages.core.sources import isic_archive, local, synthetic
@@ -53,7 +53,7 @@ def import_folder(source_dir: Path, layout: str, out_dir: Path, max_rejected: fl
 
 
 def main() -> None:
-    params = load_params()
+    params = stage_params("download")
     source = choice(params, "data.source", ("synthetic", "local", "isic"))
     max_rejected = number(params, "data.max_rejected_fraction", 0.0, 1.0)
     if RAW_DIR.exists():

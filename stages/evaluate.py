@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.core.classifier import load_model
 from stages.core.cli import parse_target, run_stage
 from stages.core.files import write_json
+from stages.core.inference import as_predict
 from stages.core.metrics import classification_metrics, curve_points
-from stages.core.params import get, load_params
+from stages.core.model_io import load_model
+from stages.core.params import flag, stage_params
 from stages.core.paths import (
     PREPARED_DIR,
     metrics_file,
@@ -27,7 +28,7 @@ from stages.core.paths import (
     predictions_file,
 )
 from stages.core.shards import fold_parts, read_meta, read_split
-from stages.core.tta import as_predict, tta_predict
+from stages.core.tta import tta_predict
 
 
 def write_predictions(path: Path, ids, probs, classes: list[str]) -> None:
@@ -50,7 +51,7 @@ def main(backbone: str, fold: str) -> None:
     model, card = load_model(model_dir(backbone, fold) / "model.keras")
     classes = card["classes"]
     test = read_split(PREPARED_DIR, fold_parts(fold, list(read_meta(PREPARED_DIR)["counts"])).test)
-    if get(load_params(), "evaluate.tta"):
+    if flag(stage_params("evaluate", {"backbone": backbone, "fold": fold}), "evaluate.tta"):
         probs = tta_predict(model, test.images)
     else:
         probs = as_predict(model)(test.images.astype("float32"))

@@ -16,10 +16,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from stages.core.classifier import load_model
 from stages.core.cli import run_stage
 from stages.core.errors import MissingInputError, PipelineError
-from stages.core.params import ParamsError, load_params
+from stages.core.model_io import load_model
+from stages.core.params import flag, stage_params
 from stages.core.paths import EXPORT_DIR, SUMMARY_FILE
 
 
@@ -71,17 +71,8 @@ def tflite_predict(path: Path, images: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def export_settings(params: dict) -> bool:
-    """params.yaml export.float16 (default true)."""
-    float16 = (params.get("export") or {}).get("float16", True)
-    if not isinstance(float16, bool):
-        raise ParamsError(f"params.yaml: 'export.float16' must be true or false, "
-                          f"got {float16!r}")
-    return float16
-
-
 def main() -> None:
-    float16 = export_settings(load_params())
+    float16 = flag(stage_params("export"), "export.float16")
     if not SUMMARY_FILE.exists():
         raise MissingInputError(f"{SUMMARY_FILE} missing: run `dvc repro compare` first")
     summary = json.loads(SUMMARY_FILE.read_text())

@@ -22,8 +22,8 @@ import pandas as pd
 
 from stages.core.cli import run_stage
 from stages.core.errors import PipelineError
-from stages.core.images import COLOR_CONSTANCY, ImageError, Preprocessing, load_image
-from stages.core.params import choice, flag, load_params, number
+from stages.core.images import COLOR_CONSTANCY, PLAIN, ImageError, Preprocessing, load_image
+from stages.core.params import choice, flag, number, stage_params
 from stages.core.paths import PREPARE_REJECTED_FILE, PREPARED_DIR, RAW_DIR, SPLIT_FILE
 from stages.core.reports import check_rejected, write_report
 from stages.core.shards import EmptySplitError, write_meta, write_split
@@ -31,13 +31,10 @@ from stages.core.shards import EmptySplitError, write_meta, write_split
 MAX_KEY = "prepare.max_rejected_fraction"
 
 
-def decode(path: Path, size: int, steps: Preprocessing | None = None) -> np.ndarray | str:
-    """The image, or the reason it cannot be used (a string crosses process borders cleanly).
-    `steps`: the optional corrections, both off by default."""
-    steps = steps or Preprocessing()
+def decode(path: Path, size: int, steps: Preprocessing = PLAIN) -> np.ndarray | str:
+    """The image, or the reason it cannot be used (a string crosses process borders cleanly)."""
     try:
-        return load_image(path, size, crop_border=steps.crop_border,
-                          color_constancy=steps.color_constancy)
+        return load_image(path, size, steps)
     except ImageError as err:
         return str(err)
 
@@ -75,7 +72,7 @@ def decoded_items(
 
 
 def main() -> None:
-    params = load_params()
+    params = stage_params("prepare")
     size = number(params, "prepare.size", 16, 1024, integer=True)
     shard_size = number(params, "prepare.shard_size", 1, 1_000_000, integer=True)
     max_rejected = number(params, MAX_KEY, 0.0, 1.0)

@@ -18,7 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from stages.core.cli import run_stage
 from stages.core.errors import PipelineError
 from stages.core.files import write_json
-from stages.core.params import choice, get, load_params, number
+from stages.core.params import choice, get, number, stage_params
 from stages.core.paths import (
     HOLDOUT,
     RAW_DIR,
@@ -27,7 +27,6 @@ from stages.core.paths import (
     SPLIT_REJECTED_FILE,
 )
 from stages.core.reports import write_rejected
-from stages.core.sources import local
 
 
 def link_groups(items: pd.DataFrame) -> pd.Series:
@@ -97,10 +96,22 @@ def fold_count(folds: list) -> int:
     return len(folds)
 
 
+def read_raw(raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """download's canonical metadata.csv, each row with its image file's name; a row whose
+    image is not there is rejected."""
+    meta = pd.read_csv(raw_dir / "metadata.csv", dtype=str, keep_default_na=False)
+    files = {p.stem: p.name for p in raw_dir.iterdir() if p.is_file()}  # <isic_id>.<ext>
+    meta["image"] = meta["isic_id"].map(files)
+    missing = meta["image"].isna()
+    rejected = pd.DataFrame({"item": meta.loc[missing, "isic_id"],
+                             "reason": f"image file missing in {raw_dir}"})
+    return meta[~missing], rejected
+
+
 def main() -> None:
-    params = load_params()
+    params = stage_params("split")
     task = choice(params, "task", ("binary", "multiclass"))
-    items, rejected = local.read_source(RAW_DIR, "isic-cli")
+    items, rejected = read_raw(RAW_DIR)
     label_column = "benign_malignant" if task == "binary" else "diagnosis"
     unlabeled = items[items[label_column] == ""]
     rejected = pd.concat([rejected, pd.DataFrame({
@@ -112,7 +123,7 @@ def main() -> None:
 
     frame = pd.DataFrame({
         "isic_id": items["isic_id"],
-        "image": items["image_path"].map(lambda p: Path(p).name),
+        "image": items["image"],
         "label": items[label_column],
         "group": link_groups(items),
     })

@@ -3,76 +3,44 @@
 A pretrained backbone is frozen and only the new head learns, so large early gradients from
 a random head cannot wreck the ImageNet features; a backbone without pretrained weights
 trains whole. Curves go to metrics/training/<b>/<fold>/train (DVCLive). An interrupted run
-resumes from its last completed epoch (see core/training.py).
+resumes from its last completed epoch (core/checkpoints.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
-from stages.core.classifier import (
-    build_classifier,
-    compile_classifier,
-    model_card,
-    split_at_pool,
-    write_model,
-)
+from stages.core.classifier import build_classifier, compile_classifier, model_card, split_at_pool
 from stages.core.cli import parse_target, run_stage
-from stages.core.hardware import set_up
-from stages.core.params import get, load_params, model_config
-from stages.core.paths import (
-    AUGMENTED_DIR,
-    PREPARED_DIR,
-    model_dir,
-    training_log_dir,
-)
-from stages.core.training import (
-    Checkpoints,
-    backbone_features,
-    backup_root,
-    fingerprint,
-    fit_resumable,
-    seed_everything,
-    training_data,
-)
+from stages.core.fold_data import backbone_features
+from stages.core.hardware import Hardware
+from stages.core.params import fit_config, model_config, stage_params
+from stages.core.phase import Built, Phase, run_phase
+from stages.core.shards import Split
 
 
 def main(backbone: str, fold: str) -> None:
-    params = load_params()
-    hardware = set_up(params)  # first: a cluster's strategy must exist before other TF work
+    params = stage_params("train", {"backbone": backbone, "fold": fold})
     cfg = model_config(params, backbone)
-    seed = get(params, "seed")
-    seed_everything(seed)
-    train, val, meta = training_data(fold)
-    classes = meta["classes"]
-    with hardware.strategy.scope():
-        model = build_classifier(cfg, meta["image_size"], len(classes))
+    fit = fit_config(params, f"models.{backbone}.train")
+
+    def build(train: Split, val: Split, meta: dict, hardware: Hardware) -> Built:
+        model = build_classifier(cfg, meta["image_size"], len(meta["classes"]))
         fitted = model
         if cfg.weights is not None:
             # A frozen backbone turns each image into the same features in every epoch
             # (augment varied the images once, offline), so compute them once and fit the
             # head on them: the same training for one backbone pass instead of `epochs`.
             extractor, fitted = split_at_pool(model)
-            train, val = (backbone_features(extractor, split, cfg.train.batch_size)
+            train, val = (backbone_features(extractor, split, fit.batch_size)
                           for split in (train, val))
-        compile_classifier(fitted, cfg.train.lr, len(classes))
-    trainable = sum(int(w.shape.num_elements() or 0) for w in fitted.trainable_weights)
-    print(f"train@{backbone}-{fold}: {cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
-          f"parameters, {cfg.train.epochs} epochs; {hardware.describe()}", flush=True)
-    # Exactly what dvc.yaml lists for this stage: a change to any of it starts afresh.
-    run_params = {"seed": seed, "compute": params["compute"], "fold": fold, "arch": cfg.arch,
-                  "weights": cfg.weights, "head": asdict(cfg.head), "train": asdict(cfg.train)}
-    checkpoints = Checkpoints("train", f"{backbone}-{fold}",
-                              fingerprint(run_params, [PREPARED_DIR, AUGMENTED_DIR]),
-                              backup_root(hardware))
-    fit_resumable(fitted, train, val, len(classes), cfg.train, seed, checkpoints,
-                  f"train@{backbone}-{fold}", hardware)
-    if not hardware.is_chief:
-        return
-    write_model(model, model_dir(backbone, fold) / "head.keras",
-                model_card(cfg, meta["image_size"], classes,
-                           meta.get("preprocessing")))
-    checkpoints.finish(training_log_dir(backbone, fold, "train"))
+        compile_classifier(fitted, fit.lr)
+        trainable = sum(int(w.shape.num_elements() or 0) for w in fitted.trainable_weights)
+        return Built(model, model_card(cfg, meta["image_size"], meta["classes"],
+                                       meta.get("preprocessing")),
+                     train, val, fitted=fitted,
+                     note=f"{cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
+                          f"parameters, {fit.epochs} epochs")
+
+    run_phase(Phase("train", "head.keras", fit), backbone, fold, params, build)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Grad-CAM on our nested-backbone classifiers, and the colour overlay."""
+"""Grad-CAM on our nested-backbone classifiers, and its colour map."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from stages.core.gradcam import _class_score, _run, _split, colormap, gradcam, overlay
+from stages.core.gradcam import _class_score, _run, _split, colormap, gradcam
 from stages.core.images import load_image
 from tests.tiny_models import jpeg_bytes, lesion_photo, tiny_classifier
 
@@ -67,16 +67,3 @@ def test_colormap_runs_blue_to_red():
     assert cold[2] > 100 and cold[0] == 0  # dark blue
     assert mid[1] == 255  # green in the middle
     assert hot[0] > 100 and hot[2] == 0  # dark red
-
-
-def test_overlay_blends_with_alpha_and_resizes_the_map():
-    image = np.full((40, 40, 3), 100, np.uint8)
-    heat = np.zeros((10, 10), np.float32)
-    assert np.array_equal(overlay(image, heat, alpha=0.0), image)
-    full = overlay(image, heat, alpha=1.0)
-    assert full.shape == image.shape and np.array_equal(full[0, 0], colormap(np.zeros(1))[0])
-    half = overlay(image, np.ones((40, 40)), alpha=0.5)
-    np.testing.assert_allclose(half[0, 0], (np.array([100, 100, 100]) + colormap(np.ones(1))[0])
-                               / 2, atol=1)
-    with pytest.raises(ValueError):
-        overlay(image, heat, alpha=1.5)

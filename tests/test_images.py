@@ -181,21 +181,22 @@ def test_border_is_cropped_before_resizing_and_colour_balanced_after():
     assert cropped.shape[0] < photo.shape[0] and cropped.shape[1] < photo.shape[1]
     data, cropped_data = _save(Image.fromarray(photo)), _save(Image.fromarray(cropped))
     plain = load_image(data, 32)
-    assert np.array_equal(load_image(data, 32, crop_border=True), load_image(cropped_data, 32))
-    assert np.array_equal(load_image(data, 32, color_constancy="shades_of_gray"),
+    crop = Preprocessing(crop_border=True)
+    assert np.array_equal(load_image(data, 32, crop), load_image(cropped_data, 32))
+    assert np.array_equal(load_image(data, 32, Preprocessing(color_constancy="shades_of_gray")),
                           shades_of_gray(plain))
-    both = load_image(data, 32, True, "shades_of_gray")
+    both = load_image(data, 32, Preprocessing(True, "shades_of_gray"))
     assert np.array_equal(both, shades_of_gray(load_image(cropped_data, 32)))
     assert not np.array_equal(both, plain)
 
 
 def test_with_the_corrections_on_bad_files_still_raise_image_error_and_bad_settings_not():
     with pytest.raises(ImageError, match="not an image"):
-        load_image(b"isic_id,diagnosis\n", 16, True, "shades_of_gray")
+        load_image(b"isic_id,diagnosis\n", 16, Preprocessing(True, "shades_of_gray"))
     with pytest.raises(ImageError, match="empty file"):
-        load_image(b"", 16, True, "shades_of_gray")
+        load_image(b"", 16, Preprocessing(True, "shades_of_gray"))
     with pytest.raises(ValueError, match="color_constancy must be one of") as bad:
-        load_image(_save(bad_files.lesion()), 16, color_constancy="grey_world")
+        load_image(_save(bad_files.lesion()), 16, Preprocessing(color_constancy="grey_world"))
     assert not isinstance(bad.value, ImageError)  # a caller's bug, not a bad image
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from stages import prepare
 from stages.app import predict
-from stages.core.images import load_image
+from stages.core.images import Preprocessing, load_image
 from stages.core.predictor import ModelNotFoundError, Predictor, model_path
 from stages.core.tta import tta_predict
 from tests.conftest import REPO, UDA1_DIR
@@ -107,7 +107,8 @@ def test_predict_repeats_the_preprocessing_in_the_model_card(tmp_path, monkeypat
     seen = fed_to_model(monkeypatch)
     code, out, _ = run(tmp_path, monkeypatch, capsys, photo, "--model", path, "--format", "json")
     assert code == 0
-    corrected, plain = load_image(photo, SIZE, True, "shades_of_gray"), load_image(photo, SIZE)
+    corrected = load_image(photo, SIZE, Preprocessing(True, "shades_of_gray"))
+    plain = load_image(photo, SIZE)
     assert np.array_equal(seen[-1], corrected[None]) and not np.array_equal(corrected, plain)
 
     model = Predictor.load(path).model

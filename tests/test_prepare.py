@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from stages import prepare
-from stages.core.images import load_image
+from stages.core.images import Preprocessing, load_image
 from stages.core.params import ParamsError
 from stages.core.shards import read_split
 from tests.bad_files import encode
@@ -37,7 +37,8 @@ def test_crop_and_colour_constancy_reach_the_shards_and_meta(tmp_path, params):
         shard = read_split(prepared, split)
         for image, isic_id in zip(shard.images, shard.ids, strict=True):
             raw = tmp_path / "data/raw" / f"{isic_id}.png"
-            assert np.array_equal(image, load_image(raw, SIZE, True, "shades_of_gray"))
+            steps = Preprocessing(True, "shades_of_gray")
+            assert np.array_equal(image, load_image(raw, SIZE, steps))
             assert not np.array_equal(image, load_image(raw, SIZE))  # the steps did something
 
 

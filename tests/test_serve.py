@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from stages.app import serve
-from stages.core.images import load_image
+from stages.core.images import Preprocessing, load_image
 from stages.core.params import ParamsError
 from stages.core.predictor import Predictor
 from tests.tiny_models import (
@@ -97,13 +97,13 @@ def test_api_and_its_photo_repeat_the_preprocessing_in_the_model_card(tmp_path):
     photo = jpeg_bytes(dermoscope_photo(120))
     body = post(client, photo, heatmap="1").json
     model = Predictor.load(path).model
-    fed = load_image(photo, SIZE, True, "shades_of_gray")
+    fed = load_image(photo, SIZE, Preprocessing(True, "shades_of_gray"))
     want = model.predict(fed[None].astype(np.float32), verbose=0)[0]
     assert list(body["probabilities"].values()) == pytest.approx(list(want), abs=1e-6)
     # The photo under the heatmap is cropped and colour-balanced like the model's input.
     shown = np.asarray(from_data_url(body["image"], "jpeg"), np.float32)
-    corrected, plain = (load_image(photo, serve.DISPLAY_SIZE, *on).astype(np.float32)
-                        for on in ((True, "shades_of_gray"), ()))
+    corrected, plain = (load_image(photo, serve.DISPLAY_SIZE, steps).astype(np.float32)
+                        for steps in (Preprocessing(True, "shades_of_gray"), Preprocessing()))
     assert np.abs(shown - corrected).mean() < 0.25 * np.abs(shown - plain).mean()
 
 

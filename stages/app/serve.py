@@ -29,7 +29,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from stages.core.cli import run_stage
 from stages.core.gradcam import colormap, gradcam
 from stages.core.images import ImageError
-from stages.core.params import flag, load_params, number
+from stages.core.params import flag, get, load_params, number
 from stages.core.predictor import (
     MODELS_DIR,
     SUMMARY_FILE,
@@ -193,13 +193,11 @@ def create_app(
 
 
 def settings(params: dict) -> dict:
-    """params.yaml `serve:`, each key defaulted when absent and checked when present."""
-    section = {"port": 8000, "max_upload_mb": 10, "backbone": "best", "tta": False,
-               **(params.get("serve") or {})}
-    checked = {"serve": section}
-    return {"port": number(checked, "serve.port", 1, 65535, integer=True),
-            "max_upload_mb": number(checked, "serve.max_upload_mb", 0.001, 1024),
-            "default_backbone": str(section["backbone"]), "tta": flag(checked, "serve.tta")}
+    """params.yaml `serve:`, checked (a missing key is named)."""
+    return {"port": number(params, "serve.port", 1, 65535, integer=True),
+            "max_upload_mb": number(params, "serve.max_upload_mb", 0.001, 1024),
+            "default_backbone": str(get(params, "serve.backbone")),
+            "tta": flag(params, "serve.tta")}
 
 
 def main(port: int | None = None) -> None:

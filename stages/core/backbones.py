@@ -18,18 +18,11 @@ import numpy as np
 
 from stages.core import lite0
 from stages.core.errors import PipelineError
+from stages.core.layers import CaffeScaling, batch_norm
 
 
 class WeightsUnavailableError(PipelineError):
     """Pretrained weights were asked for but cannot be loaded; the message says what to do."""
-
-
-@keras.saving.register_keras_serializable(package="skin_lesion")
-class CaffeScaling(keras.layers.Layer):
-    """RGB → BGR minus the ImageNet means: what ResNet50 and VGG16 were trained on."""
-
-    def call(self, inputs):
-        return inputs[..., ::-1] - np.array([103.939, 116.779, 123.68], dtype="float32")
 
 
 def _tf_scaling() -> list[keras.layers.Layer]:
@@ -65,16 +58,6 @@ def _application(app: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
             ) from err
 
     return build
-
-
-def batch_norm(name: str | None = None) -> keras.layers.BatchNormalization:
-    """BatchNorm for layers we train from scratch.
-
-    Keras' default momentum 0.99 needs thousands of steps to forget the initial variance of 1;
-    after a few hundred steps on a small dataset the inference-time statistics were far off
-    and every test image came out benign.
-    """
-    return keras.layers.BatchNormalization(momentum=0.9, name=name)
 
 
 def _small_cnn(shape: tuple[int, int, int], weights: str | None) -> keras.Model:

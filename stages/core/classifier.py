@@ -7,14 +7,10 @@ weights has nothing to protect, so it trains whole in both phases.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import keras
 
-from stages.core.backbones import batch_norm, build_base, get_backbone
-from stages.core.errors import MissingInputError
-from stages.core.files import write_json
+from stages.core.backbones import build_base, get_backbone
+from stages.core.layers import batch_norm
 from stages.core.params import HeadConfig, ModelConfig
 
 
@@ -65,17 +61,10 @@ def split_at_pool(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     return extractor, keras.Model(features, x, name=f"{model.name}_head")
 
 
-def compile_classifier(model: keras.Model, lr: float, n_classes: int) -> None:
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss="categorical_crossentropy",
-        # multi_label AUC is the macro average over classes; for two softmax classes it
-        # equals the binary ROC AUC.
-        metrics=[
-            keras.metrics.CategoricalAccuracy(name="accuracy"),
-            keras.metrics.AUC(name="auc", multi_label=True, num_labels=n_classes),
-        ],
-    )
+def compile_classifier(model: keras.Model, lr: float) -> None:
+    """Give the model its optimizer; the loss and the metrics live in train_loop, which
+    computes the validation AUC exactly (scikit-learn) rather than Keras' estimate."""
+    model.compile(optimizer=keras.optimizers.Adam(lr))
 
 
 def unfreeze_backbone(model: keras.Model, unfreeze: int | str) -> int:
@@ -93,23 +82,8 @@ def unfreeze_backbone(model: keras.Model, unfreeze: int | str) -> int:
 
 def model_card(cfg: ModelConfig, image_size: int, classes: list[str],
                preprocessing: dict | None = None) -> dict:
-    """What predict and serve need to feed the model exactly as prepare fed it."""
+    """What predict and serve need to feed the model exactly as prepare fed it (train writes
+    it; finetune copies it)."""
     return {"name": cfg.name, "arch": cfg.arch, "weights": cfg.weights,
             "image_size": image_size, "classes": classes,
             "preprocessing": preprocessing or {}}
-
-
-def write_model(model: keras.Model, path: Path, card: dict) -> None:
-    """Save as .keras atomically (write, then rename), with its model card beside it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    tmp.replace(path)
-    write_json(path.with_suffix(".json"), card)
-
-
-def load_model(path: Path) -> tuple[keras.Model, dict]:
-    if not path.exists():
-        raise MissingInputError(f"{path} not found: run `dvc repro` (or `dvc pull`) first")
-    card = json.loads(path.with_suffix(".json").read_text())
-    return keras.models.load_model(path), card

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from stages.core.params import ParamsError, choice
+from stages.core.params import ParamsError, choice, get
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -71,7 +71,7 @@ def set_up(params: dict) -> Hardware:
 
     strategy = choice(params, "compute.strategy", STRATEGIES)
     precision = choice(params, "compute.precision", PRECISIONS)
-    jit = params["compute"].get("jit_compile", "auto")
+    jit = get(params, "compute.jit_compile")
     if jit not in ("auto", True, False):
         raise ParamsError(f"params.yaml: 'compute.jit_compile' must be auto, true or false; "
                           f"got {jit!r}")

@@ -160,21 +160,22 @@ def _is_empty(source: str | Path | BinaryIO) -> bool:
     return isinstance(source, str | Path) and Path(source).stat().st_size == 0
 
 
+PLAIN = Preprocessing()  # both corrections off
+
+
 def load_image(
     source: str | Path | bytes | BinaryIO,
     size: int,
-    crop_border: bool = False,
-    color_constancy: str = "none",
+    steps: Preprocessing = PLAIN,
 ) -> np.ndarray:
     """Decode an image file or bytes into an upright RGB uint8 array of shape (size, size, 3).
 
     The whole field of view is resized to a square, so a lesion near the edge is never cut
-    off; `crop_border` first cuts away the dermoscope's dark ring (color.crop_dark_border, on
-    the decoded pixels, before resizing). `color_constancy="shades_of_gray"` then balances
+    off; `steps.crop_border` first cuts away the dermoscope's dark ring (color.crop_dark_border, on
+    the decoded pixels, before resizing). `steps.color_constancy="shades_of_gray"` then balances
     the colours (color.shades_of_gray, at working size, where it is cheap). Raises
     ImageError for anything that is not a usable image (ValueError for a bad argument).
     """
-    Preprocessing(crop_border, color_constancy)  # checks the arguments, outside the try
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     try:
@@ -182,11 +183,12 @@ def load_image(
             raise ImageError("empty file (0 bytes)")
         with _open(source, size) as img:
             rgb = _to_rgb(_upright(img))
-            if crop_border:
+            if steps.crop_border:
                 rgb = Image.fromarray(crop_dark_border(np.asarray(rgb, dtype=np.uint8)))
             rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
             pixels = np.asarray(rgb, dtype=np.uint8)
-            return shades_of_gray(pixels) if color_constancy == "shades_of_gray" else pixels
+            return shades_of_gray(pixels) if steps.color_constancy == "shades_of_gray" \
+                else pixels
     except ImageError:
         raise
     except FileNotFoundError as err:

@@ -1,8 +1,9 @@
-"""Read params.yaml once and hand each stage the section it declared in dvc.yaml.
+"""Read params.yaml and hand each stage exactly the keys dvc.yaml declares for it.
 
-Every tunable lives in params.yaml; a stage reads only the keys that dvc.yaml lists for it, so
-that DVC reruns exactly the stages a change affects. Bad values fail here, naming the key,
-before any data is touched.
+Every tunable lives in params.yaml; dvc.yaml lists, per stage, the keys it reads, so that DVC
+reruns exactly the stages a change affects. `stage_params` enforces that list: a stage sees
+only its declared keys, and reading any other is a "missing key" error, never a silent
+dependency. Bad values fail here, naming the key, before any data is touched.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import yaml
 from stages.core.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
+DVC_FILE = Path("dvc.yaml")
 
 
 class ParamsError(PipelineError, ValueError):
@@ -46,6 +48,26 @@ def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ParamsError(f"{path} must hold a mapping of sections")
     return params
+
+
+def stage_params(stage: str, item: dict[str, str] | None = None,
+                 params_file: Path = PARAMS_FILE, dvc_file: Path = DVC_FILE) -> dict[str, Any]:
+    """The params dvc.yaml declares for `stage` (with a matrix stage's `${item.x}` filled from
+    `item`), as a nested dict holding only those keys."""
+    params = load_params(params_file)
+    stages = yaml.safe_load(dvc_file.read_text())["stages"]
+    if stage not in stages:
+        raise ParamsError(f"{dvc_file} has no stage '{stage}'")
+    declared: dict[str, Any] = {}
+    for key in stages[stage].get("params", []):
+        for name, value in (item or {}).items():
+            key = key.replace(f"${{item.{name}}}", str(value))
+        node = declared
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = get(params, key)
+    return declared
 
 
 def get(params: dict[str, Any], dotted_key: str) -> Any:
@@ -107,53 +129,61 @@ class FinetuneConfig(FitConfig):
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """What train builds: `models.<name>`'s arch, weights and head (finetune reads none of it:
+    it continues the model train wrote, whose card carries these)."""
+
     name: str  # the key under `models:`; names the stages and output folders
     arch: str  # the registry entry in stages/core/backbones.py
     weights: str | None  # "imagenet", None (random init) or a path to a weights file
     head: HeadConfig
-    train: FitConfig
-    finetune: FinetuneConfig
 
 
-def _fit(params: dict[str, Any], key: str) -> dict[str, Any]:
-    return {
-        "epochs": number(params, f"{key}.epochs", 0, 10_000, integer=True),
-        "lr": number(params, f"{key}.lr", 1e-8, 1.0),
-        "batch_size": number(params, f"{key}.batch_size", 1, 4096, integer=True),
-    }
+def fit_config(params: dict[str, Any], key: str) -> FitConfig:
+    """The validated epochs / lr / batch_size section at `key` (e.g. models.x.train)."""
+    return FitConfig(
+        epochs=number(params, f"{key}.epochs", 0, 10_000, integer=True),
+        lr=number(params, f"{key}.lr", 1e-8, 1.0),
+        batch_size=number(params, f"{key}.batch_size", 1, 4096, integer=True),
+    )
+
+
+def finetune_config(params: dict[str, Any], name: str) -> FinetuneConfig:
+    """The validated `models.<name>.finetune` section."""
+    key = f"models.{name}.finetune"
+    unfreeze = get(params, f"{key}.unfreeze")
+    if unfreeze != "all" and (isinstance(unfreeze, bool) or not isinstance(unfreeze, int)):
+        raise ParamsError(f"params.yaml: '{key}.unfreeze' must be 'all' or an integer")
+    fit = fit_config(params, key)
+    return FinetuneConfig(epochs=fit.epochs, lr=fit.lr, batch_size=fit.batch_size,
+                          unfreeze=unfreeze,
+                          patience=number(params, f"{key}.patience", 1, 1000, integer=True))
+
+
+def weights_setting(params: dict[str, Any], name: str) -> str | None:
+    weights = get(params, f"models.{name}.weights")
+    if weights is not None and not isinstance(weights, str):
+        raise ParamsError(f"params.yaml: 'models.{name}.weights' must be imagenet, null or a "
+                          "file path")
+    return weights
 
 
 def model_config(params: dict[str, Any], name: str) -> ModelConfig:
-    """The validated `models.<name>` section."""
-    key = f"models.{name}"
-    section = get(params, key)
-    head_key = f"{key}.head"
+    """The validated arch, weights and head of `models.<name>`."""
+    head_key = f"models.{name}.head"
     dense = tuple(get(params, f"{head_key}.dense"))
     dropout = tuple(get(params, f"{head_key}.dropout"))
     if len(dense) != len(dropout):
         raise ParamsError(f"params.yaml: '{head_key}.dense' and '.dropout' need the same length")
     if any(not 0 <= d < 1 for d in dropout):
         raise ParamsError(f"params.yaml: '{head_key}.dropout' values must be in [0, 1)")
-    unfreeze = get(params, f"{key}.finetune.unfreeze")
-    if unfreeze != "all" and (isinstance(unfreeze, bool) or not isinstance(unfreeze, int)):
-        raise ParamsError(f"params.yaml: '{key}.finetune.unfreeze' must be 'all' or an integer")
-    weights = section.get("weights")
-    if weights is not None and not isinstance(weights, str):
-        raise ParamsError(f"params.yaml: '{key}.weights' must be imagenet, null or a file path")
     return ModelConfig(
         name=name,
-        arch=section.get("arch", name),
-        weights=weights,
+        arch=get(params, f"models.{name}.arch"),
+        weights=weights_setting(params, name),
         head=HeadConfig(
             pooling=choice(params, f"{head_key}.pooling", ("avg", "max")),
             dense=tuple(int(u) for u in dense),
             dropout=tuple(float(d) for d in dropout),
-            batch_norm=bool(get(params, f"{head_key}.batch_norm")),
-        ),
-        train=FitConfig(**_fit(params, f"{key}.train")),
-        finetune=FinetuneConfig(
-            **_fit(params, f"{key}.finetune"),
-            unfreeze=unfreeze,
-            patience=number(params, f"{key}.finetune.patience", 1, 1000, integer=True),
+            batch_norm=flag(params, f"{head_key}.batch_norm"),
         ),
     )

@@ -16,11 +16,12 @@ from typing import BinaryIO
 import keras
 import numpy as np
 
-from stages.core.classifier import load_model
 from stages.core.errors import PipelineError
 from stages.core.images import Preprocessing, load_image
+from stages.core.inference import as_predict
+from stages.core.model_io import load_model
 from stages.core.paths import HOLDOUT, MODELS_DIR, SUMMARY_FILE
-from stages.core.tta import as_predict, tta_predict
+from stages.core.tta import tta_predict
 
 
 class ModelNotFoundError(PipelineError, FileNotFoundError):
@@ -99,9 +100,7 @@ class Predictor:
     def decode(self, source: str | Path | bytes | BinaryIO, size: int | None = None) -> np.ndarray:
         """The model's input for one file or upload (at another `size` for display); raises
         images.ImageError if unusable."""
-        steps = self.preprocessing
-        return load_image(source, size or self.image_size, crop_border=steps.crop_border,
-                          color_constancy=steps.color_constancy)
+        return load_image(source, size or self.image_size, self.preprocessing)
 
     def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
         """Class probabilities (n, classes) for a uint8 batch (n, size, size, 3)."""

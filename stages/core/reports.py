@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from stages.core.errors import PipelineError
+from stages.core.files import atomic_path
 
 COLUMNS = ["item", "reason"]
 
@@ -25,11 +25,9 @@ def reason_kind(reason: str) -> str:
 def write_report(rejected: pd.DataFrame, path: Path) -> None:
     """Write the report (always, even empty) atomically, so a killed stage never leaves half a
     report behind, and summarise it on the terminal: one line per kind, with an example."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     rejected = rejected.reindex(columns=COLUMNS)
-    tmp = path.with_name(f".{path.name}.tmp")
-    rejected.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        rejected.to_csv(tmp, index=False)
     if len(rejected):
         print(f"{len(rejected)} items rejected, each listed with its reason in {path}:")
         kinds = rejected.assign(kind=rejected["reason"].astype(str).map(reason_kind))

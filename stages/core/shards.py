@@ -1,4 +1,4 @@
-"""Prepared data on disk: each split as a few .npz shards, and the tf.data pipeline over them.
+"""Prepared data on disk: each split as a few .npz shards (fold_data feeds them to training).
 
 A few shard files instead of one file per image keep DVC's hashing and `dvc status` fast at
 10,000+ images, and the pixels are decoded only once (in prepare).
@@ -7,7 +7,6 @@ A few shard files instead of one file per image keep DVC's hashing and `dvc stat
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.core.errors import MissingInputError, PipelineError
-from stages.core.files import write_json
+from stages.core.files import atomic_path, write_json
 from stages.core.paths import HOLDOUT
 
 META_FILE = "meta.json"
@@ -33,11 +32,9 @@ class Split:
 
 
 def _save(path: Path, images: list[np.ndarray], labels: list[int], ids: list[str]) -> None:
-    # Write then rename, so an interrupted stage never leaves a shard that looks complete.
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, images=np.stack(images), labels=np.asarray(labels, np.int32),
-             ids=np.asarray(ids, dtype=str))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, images=np.stack(images), labels=np.asarray(labels, np.int32),
+                 ids=np.asarray(ids, dtype=str))
 
 
 def write_split(
@@ -126,21 +123,3 @@ def read_meta(data_dir: Path) -> dict:
     if not path.exists():
         raise MissingInputError(f"{path} missing: run `dvc repro prepare` first")
     return json.loads(path.read_text())
-
-
-def make_dataset(split: Split, n_classes: int, batch_size: int, shuffle_seed: int | None = None):
-    """Batches of (float32 image 0..255, one-hot label); shuffled each epoch when seeded."""
-    import tensorflow as tf  # imported here so data-only stages start fast
-
-    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(split.labels), seed=shuffle_seed, reshuffle_each_iteration=True)
-
-    def to_model_input(image, label):
-        return tf.cast(image, tf.float32), tf.one_hot(label, n_classes)
-
-    return (
-        ds.batch(batch_size)
-        .map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
-    )

@@ -24,23 +24,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from stages.core.hardware import Hardware
-
-
-def inference(model: keras.Model):
-    """model(images) in inference mode as one tf.function, traced once (reduce_retracing: a
-    last, smaller batch does not trace it again). It reads the synchronised weights under any
-    strategy; unlike model.predict it needs no cross-worker step."""
-    import tensorflow as tf
-
-    return tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
-                       reduce_retracing=True)
-
-
-def predict_batches(infer, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """`infer` (see inference) over images, batch by batch, as one float32 array."""
-    outputs = [infer(images[i:i + batch_size]).numpy()
-               for i in range(0, len(images), batch_size)]
-    return np.concatenate(outputs).astype(np.float32)
+from stages.core.inference import inference, predict_batches
 
 
 def scores(onehot: np.ndarray, probs: np.ndarray) -> dict[str, float]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-Predict = Callable[[np.ndarray], np.ndarray]  # float32 (n, h, w, 3) 0..255 → (n, classes)
+from stages.core.inference import Predict, as_predict
 
 # Each transform maps a batch (n, h, w, c) to the same shape; rotations need square images,
 # which every prepared image is.
@@ -31,23 +31,6 @@ TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def as_predict(model: keras.Model | Predict, batch_size: int = 64) -> Predict:
-    """A Keras model → a batch function; anything else is assumed to be one already.
-
-    predict_on_batch runs the compiled graph without model.predict's per-call tf.data set-up
-    (3 ms instead of 45 ms for one small image), so chunk by hand instead.
-    """
-    if not isinstance(model, keras.Model):
-        return model
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        chunks = [np.asarray(model.predict_on_batch(batch[i:i + batch_size]))
-                  for i in range(0, len(batch), batch_size)]
-        return np.concatenate(chunks)
-
-    return predict
-
-
 def tta_predict(
     model: keras.Model | Predict,
     images: np.ndarray,
@@ -58,8 +41,8 @@ def tta_predict(
     if images.ndim != 4 or images.shape[1] != images.shape[2]:
         raise ValueError(f"expected a batch of square images (n, s, s, 3), got {images.shape}")
     predict = as_predict(model, batch_size)
-    # All views of a few images go through the model together: for one image that is one
-    # call of 8, not 8 calls of 1 (5x faster on CPU), and memory stays at one batch.
+    # All views of a few images go through the model together: for one image one call of 8
+    # rather than 8 calls of 1, and memory stays at one batch.
     step = max(1, batch_size // len(transforms))
     means = []
     for start in range(0, len(images), step):

@@ -1,0 +1,111 @@
+"""The phase runner: what train and finetune share. Each stage supplies how its model is
+built, its callbacks and its output file; this seeds, loads the fold's data, builds under the
+machine's strategy, trains resumably with DVCLive curves, and (on the chief) writes the model
+and publishes the curves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from stages.core.checkpoints import Checkpoints, NoCheckpoints, SaveEachEpoch, fingerprint
+from stages.core.fold_data import epoch_batches, training_data
+from stages.core.hardware import Hardware, set_up
+from stages.core.model_io import write_model
+from stages.core.params import FitConfig, get
+from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, model_dir, training_log_dir
+from stages.core.shards import Split
+from stages.core.train_loop import fit_epochs
+
+
+@dataclass
+class Built:
+    """What a phase's build function returns (inside the strategy's scope)."""
+
+    model: keras.Model  # what is saved
+    card: dict  # its model card
+    train: Split
+    val: Split
+    fitted: keras.Model | None = None  # what trains, if not `model` (e.g. the head alone)
+    callbacks: Sequence[keras.callbacks.Callback] = field(default_factory=list)
+    note: str = ""  # one line on the terminal: what trains
+
+
+@dataclass(frozen=True)
+class Phase:
+    stage: str  # "train" | "finetune": the stage name, and the curves' folder
+    output: str  # the model file written under models/<backbone>/<fold>/
+    fit: FitConfig
+    inputs: tuple[Path, ...] = ()  # files read besides the prepared data (finetune: head)
+
+
+def seed_everything(seed: int) -> None:
+    """Same params, same metrics on CPU: seed Python/NumPy/TF and ask TF for deterministic ops."""
+    import tensorflow as tf
+
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def run_phase(phase: Phase, backbone: str, fold: str, params: dict,
+              build: Callable[[Split, Split, dict, Hardware], Built]) -> None:
+    """`params`: exactly what dvc.yaml declares for the stage (params.stage_params), so a
+    change to any of them (or to the data or the code) never resumes an old backup."""
+    hardware = set_up(params)  # first: a cluster's strategy must exist before other TF work
+    seed = get(params, "seed")
+    seed_everything(seed)
+    train, val, meta = training_data(fold)
+    with hardware.strategy.scope():
+        built = build(train, val, meta, hardware)
+    name = f"{phase.stage}@{backbone}-{fold}"
+    print(f"{name}: {built.note}; {hardware.describe()}", flush=True)
+    if hardware.kind == "multi_worker":
+        checkpoints: Checkpoints = NoCheckpoints()
+    else:
+        checkpoints = Checkpoints(phase.stage, f"{backbone}-{fold}", fingerprint(
+            {"params": params, "fold": fold}, [PREPARED_DIR, AUGMENTED_DIR, *phase.inputs]))
+    fit_resumable(built.fitted or built.model, built.train, built.val, len(meta["classes"]),
+                  phase.fit, seed, checkpoints, name, hardware, built.callbacks)
+    if hardware.is_chief:
+        write_model(built.model, model_dir(backbone, fold) / phase.output, built.card)
+        checkpoints.finish(training_log_dir(backbone, fold, phase.stage))
+
+
+def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, fit: FitConfig,
+                  seed: int, checkpoints: Checkpoints, name: str, hardware: Hardware,
+                  callbacks: Sequence[keras.callbacks.Callback] = ()) -> int:
+    """Train for `fit.epochs` epochs (train_loop.fit_epochs), resumed from `checkpoints` when
+    a backup exists.
+
+    One line per epoch on the terminal; DVCLive curves into checkpoints.live_dir (published
+    by Checkpoints.finish once the caller has written its model). `fit.batch_size` is per
+    replica. Returns the first epoch this call trained (0 unless resumed).
+    """
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
+
+    state = checkpoints.restore(model)
+    start = 0
+    if state:
+        start = fit.epochs if state["stopped"] else state["epochs_done"]
+        print(f"{name}: resuming after epoch {state['epochs_done']} of {fit.epochs} "
+              f"(backup in {checkpoints.folder})", flush=True)
+    global_batch = fit.batch_size * hardware.replicas
+    batches, steps = epoch_batches(train, n_classes, global_batch, seed, start, fit.epochs)
+    val_data = (val.images, np.eye(n_classes, dtype=np.float32)[val.labels])
+    # dvcyaml=None: our dvc.yaml declares these plots; DVCLive must not rewrite it.
+    with Live(dir=str(checkpoints.live_dir), resume=state is not None, dvcyaml=None,
+              save_dvc_exp=False) as live:
+        if state:
+            live.step = start  # DVCLive's own resume is off by one after a single epoch
+        fit_epochs(model, batches, steps, val_data, fit.batch_size, fit.epochs, start,
+                   [DVCLiveCallback(live=live), *callbacks,
+                    SaveEachEpoch(checkpoints, callbacks, state)], hardware)
+    return start
