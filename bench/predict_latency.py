@@ -37,7 +37,8 @@ import numpy as np
 from PIL import Image
 
 from stages.app import predict as predict_cli
-from stages.core.classifier import build_classifier, model_card, write_model
+from stages.core.classifier import build_classifier, model_card
+from stages.core.model_io import write_model
 from stages.core.params import load_params, model_config, number
 from stages.core.paths import HOLDOUT, model_dir
 from stages.core.predictor import Predictor

@@ -5,7 +5,7 @@
 For each backbone (random weights: speed does not depend on them), at the working resolution
 of params.yaml (prepare.size, or --size), it runs the training step that train/finetune run
 (train_loop.train_step, under hardware.set_up's strategy) for the same number of steps twice
-per round, alternating: once fed by training.epoch_batches (the tf.data pipeline
+per round, alternating: once fed by fold_data.epoch_batches (the tf.data pipeline
 train/finetune use: per-epoch seeded shuffle, batch, cast, one-hot, prefetch) and once from
 one batch already in memory as a tensor (compute only). The ratio pipeline/compute is the
 figure to watch: 1.0 means the input pipeline never starves the model.
@@ -20,11 +20,11 @@ import numpy as np
 import tensorflow as tf
 
 from stages.core.classifier import build_classifier, compile_classifier
+from stages.core.fold_data import epoch_batches
 from stages.core.hardware import Hardware, set_up
 from stages.core.params import load_params, model_config
 from stages.core.shards import Split
 from stages.core.train_loop import train_step
-from stages.core.training import epoch_batches
 
 
 def images_per_second(step, iterator, steps: int, batch: int, strategy) -> float:
@@ -42,7 +42,7 @@ def bench(backbone: str, size: int, batch: int, steps: int, rounds: int,
     cfg = model_config(params, backbone)
     with hardware.strategy.scope():
         model = build_classifier(cfg, size, n_classes=2)
-        compile_classifier(model, 1e-4, 2)
+        compile_classifier(model, 1e-4)
     step = train_step(model, hardware, batch)
     rng = np.random.default_rng(0)
     n = steps * batch

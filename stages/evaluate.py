@@ -28,15 +28,8 @@ from stages.core.paths import (
     predictions_file,
 )
 from stages.core.shards import fold_parts, read_meta, read_split
+from stages.core.submission import write_submission
 from stages.core.tta import tta_predict
-
-
-def write_predictions(path: Path, ids, probs, classes: list[str]) -> None:
-    """ISIC challenge layout: `image` + one probability column per class."""
-    predictions = pd.DataFrame(probs, columns=classes).round(6)
-    predictions.insert(0, "image", ids)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    predictions.to_csv(path, index=False)
 
 
 def write_plots(out_dir: Path, labels, probs, classes: list[str]) -> None:
@@ -59,7 +52,7 @@ def main(backbone: str, fold: str) -> None:
     scores = classification_metrics(test.labels, probs, classes)
     write_json(metrics_file(backbone, fold), scores)
     write_plots(plots_dir(backbone, fold), test.labels, probs, classes)
-    write_predictions(predictions_file(backbone, fold), test.ids, probs, classes)
+    write_submission(predictions_file(backbone, fold), test.ids, probs, classes)
     summary = {k: v for k, v in scores.items() if k != "confusion_matrix"}
     print(f"evaluate@{backbone}-{fold}: {json.dumps(summary)}")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 import stages  # noqa: F401 -- before TensorFlow: it quiets TF's start-up (stages/__init__.py)
+from stages.core.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 UDA1_DIR = REPO.parent / "shared" / "data" / "isic-uda1-dev"
@@ -16,8 +16,7 @@ UDA1_DIR = REPO.parent / "shared" / "data" / "isic-uda1-dev"
 
 @pytest.fixture
 def params() -> dict:
-    with (REPO / "params.yaml").open() as f:
-        return yaml.safe_load(f)
+    return load_params(REPO / "params.yaml")
 
 
 @pytest.fixture

@@ -23,17 +23,19 @@ def main(out: Path, strategy: str, batch_size: int, logical_cpus: int = 1,
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
 
-    from stages.core.classifier import compile_classifier, write_model
+    from stages.core.checkpoints import NoCheckpoints
+    from stages.core.classifier import compile_classifier
     from stages.core.hardware import set_up
+    from stages.core.model_io import write_model
     from stages.core.params import FitConfig
-    from stages.core.training import Checkpoints, backup_root, fit_resumable, seed_everything
-    from tests.test_resume import _data  # the same tiny problem as the resume tests
+    from stages.core.phase import fit_resumable, seed_everything
+    from tests.tiny_problem import tiny_data
 
     hardware = set_up({"compute": {"strategy": strategy, "precision": precision,
                                    "jit_compile": False}})
     print(hardware.describe(), flush=True)
     seed_everything(7)
-    train, val = _data()
+    train, val = tiny_data()
     with hardware.strategy.scope():
         # No dropout: its masks depend on how the batch is split, and the test compares
         # weights across strategies.
@@ -43,8 +45,9 @@ def main(out: Path, strategy: str, batch_size: int, logical_cpus: int = 1,
             # float32 output under mixed precision, as classifier._head does
             keras.layers.Dense(2, activation="softmax", dtype="float32"),
         ])
-        compile_classifier(model, 3e-3, 2)
-    checkpoints = Checkpoints("train", "tiny", "k", backup_root(hardware))
+        compile_classifier(model, 3e-3)
+    # What the phase runner keeps in a cluster: no store (tests/test_distribution.py).
+    checkpoints = NoCheckpoints()
     fit_resumable(model, train, val, 2, FitConfig(4, 3e-3, batch_size), 7, checkpoints,
                   "train@tiny", hardware)
     tag = "chief" if hardware.is_chief else "worker"

@@ -8,7 +8,8 @@ from keras.src.backend import config as keras_config
 from keras.src.legacy.saving import legacy_h5_format
 
 from stages.core.backbones import BACKBONES, WeightsUnavailableError, build_base
-from stages.core.classifier import build_classifier, load_model, unfreeze_backbone, write_model
+from stages.core.classifier import build_classifier, unfreeze_backbone
+from stages.core.model_io import load_model, write_model
 from stages.core.params import model_config
 
 KERAS_APPS = ["mobilenet_v2", "efficientnet_b0", "resnet50", "densenet121", "vgg16"]

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 
 from stages.core.classifier import split_at_pool
+from stages.core.fold_data import backbone_features
 from stages.core.shards import Split
-from stages.core.training import backbone_features
 from tests.tiny_models import tiny_classifier, varied_images
 
 SIZE = 32

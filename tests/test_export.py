@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from stages import export
-from stages.core.backbones import CaffeScaling
-from stages.core.classifier import load_model, write_model
+from stages.core.layers import CaffeScaling
+from stages.core.model_io import load_model, write_model
 from stages.core.params import ParamsError
 from tests.tiny_models import (
     spread_outputs,
@@ -92,11 +92,10 @@ def test_stage_exports_the_best_model(in_tmp_repo, capsys):
     _check(model, out, float16=True)
 
 
-def test_export_setting_is_checked():
-    assert export.export_settings({}) is True
-    assert export.export_settings({"export": {"float16": False}}) is False
+def test_export_setting_is_checked(in_tmp_repo):
+    (in_tmp_repo / "params.yaml").write_text("export:\n  float16: 'yes'\n")
     with pytest.raises(ParamsError, match="export.float16"):
-        export.export_settings({"export": {"float16": "yes"}})
+        export.main()
 
 
 def test_missing_summary_says_run_compare(in_tmp_repo):

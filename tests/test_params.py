@@ -1,11 +1,27 @@
 import pytest
 
-from stages.core.params import ParamsError, choice, get, load_params, model_config, number
+from stages.core.params import (
+    ParamsError,
+    choice,
+    finetune_config,
+    fit_config,
+    get,
+    load_params,
+    model_config,
+    number,
+    stage_params,
+)
+from tests.conftest import REPO
+
+
+def _all_of(params, name):
+    return (model_config(params, name), fit_config(params, f"models.{name}.train"),
+            finetune_config(params, name))
 
 
 def test_shipped_params_are_valid_for_every_model(params):
     for name in params["models"]:
-        cfg = model_config(params, name)
+        cfg, _, _ = _all_of(params, name)
         assert cfg.name == name
         assert len(cfg.head.dense) == len(cfg.head.dropout)
     for name in params["backbones"]:
@@ -31,7 +47,7 @@ def test_bad_model_values_name_the_key(params, key, value, message):
     section, field = key.split(".")
     params["models"]["small_cnn"][section][field] = value
     with pytest.raises(ParamsError, match=message):
-        model_config(params, "small_cnn")
+        _all_of(params, "small_cnn")
 
 
 def test_missing_key_and_bad_choice_are_named(params):
@@ -51,3 +67,23 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("lr: 5e-05\nbig: 1E+3\nquoted: '5e-05'\nplain: 3\n")
     assert load_params(path) == {"lr": 5e-05, "big": 1000.0, "quoted": "5e-05", "plain": 3}
+
+
+def test_a_stage_sees_exactly_the_params_dvc_yaml_declares_for_it(tmp_path):
+    params = stage_params("finetune", {"backbone": "small_cnn", "fold": "holdout"},
+                          params_file=REPO / "params.yaml")
+    assert set(params) == {"seed", "compute", "models"}
+    assert set(params["models"]) == {"small_cnn"}
+    assert set(params["models"]["small_cnn"]) == {"weights", "finetune"}
+    finetune_config(params, "small_cnn")  # all it needs is there
+    with pytest.raises(ParamsError, match="missing key 'models.small_cnn.head.dense'"):
+        model_config(params, "small_cnn")  # train's params: undeclared for finetune
+    with pytest.raises(ParamsError, match="no stage 'nope'"):
+        stage_params("nope", params_file=REPO / "params.yaml")
+
+
+def test_a_declared_key_missing_from_params_yaml_is_named(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("export: {}\n")
+    with pytest.raises(ParamsError, match="missing key 'export.float16'"):
+        stage_params("export", params_file=path)

@@ -1,4 +1,4 @@
-"""Interrupted training resumes from its last completed epoch (core/training.py).
+"""Interrupted training resumes from its last completed epoch (core/checkpoints.py).
 
 The unit tests interrupt a tiny model.fit in-process; the slow test SIGKILLs a real
 `dvc repro` during train@small_cnn-holdout and runs it again.
@@ -20,11 +20,12 @@ import keras
 import numpy as np
 import pytest
 
+from stages.core.checkpoints import Checkpoints, fingerprint
 from stages.core.hardware import set_up
 from stages.core.params import FitConfig
-from stages.core.shards import Split
-from stages.core.training import Checkpoints, fingerprint, fit_resumable, seed_everything
+from stages.core.phase import fit_resumable, seed_everything
 from tests.pipeline_project import TINY, Project, merge
+from tests.tiny_problem import tiny_data
 
 EPOCHS = 6
 
@@ -43,15 +44,6 @@ class Interrupt(keras.callbacks.Callback):
 
 ON_THIS_MACHINE = set_up({"compute": {"strategy": "default", "precision": "float32",
                                        "jit_compile": False}})
-
-
-def _data(n: int = 48) -> tuple[Split, Split]:
-    rng = np.random.default_rng(0)
-    labels = (np.arange(n) % 2).astype(np.int32)
-    images = rng.integers(0, 120, (n, 8, 8, 3), dtype=np.uint8)
-    images[labels == 1, 2:6, 2:6] += 100  # learnable, not trivially
-    split = Split(images, labels, np.array([f"i{i}" for i in range(n)]))
-    return split, split
 
 
 def _model() -> keras.Model:
@@ -75,7 +67,7 @@ def _callbacks() -> list[keras.callbacks.Callback]:
 
 
 def _run(tmp: Path, interrupt_at: int | None = None, key: str = "k") -> tuple[keras.Model, int]:
-    train, val = _data()
+    train, val = tiny_data()
     model, callbacks = _model(), _callbacks()
     if interrupt_at is not None:
         callbacks.append(Interrupt(interrupt_at))
@@ -131,7 +123,7 @@ class RecordLearningRate(keras.callbacks.Callback):
 
 
 def test_callback_counters_and_learning_rate_are_restored(tmp_path):
-    train, val = _data()
+    train, val = tiny_data()
     model, callbacks = _model(), _callbacks()
     record = RecordLearningRate()
     checkpoints = Checkpoints("train", "tiny", "k", root=tmp_path)

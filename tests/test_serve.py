@@ -189,12 +189,14 @@ def test_no_trained_model_yet(tmp_path):
     assert "No trained model yet" in client.get("/").get_data(as_text=True)
 
 
-def test_serve_settings_from_params():
-    assert serve.settings({}) == {"port": 8000, "max_upload_mb": 10,
-                                  "default_backbone": "best", "tta": False}
-    got = serve.settings({"serve": {"port": 8123, "tta": True, "backbone": "small_cnn"}})
+def test_serve_settings_from_params(params):
+    assert serve.settings(params) == {"port": 8000, "max_upload_mb": 10,
+                                      "default_backbone": "best", "tta": False}
+    params["serve"] |= {"port": 8123, "tta": True, "backbone": "small_cnn"}
+    got = serve.settings(params)
     assert got["port"] == 8123 and got["tta"] is True and got["default_backbone"] == "small_cnn"
-    with pytest.raises(ParamsError, match="serve.port"):
-        serve.settings({"serve": {"port": 0}})
-    with pytest.raises(ParamsError, match="serve.tta"):
-        serve.settings({"serve": {"tta": "yes"}})
+    for key, bad in (("port", 0), ("tta", "yes")):
+        with pytest.raises(ParamsError, match=f"serve.{key}"):
+            serve.settings({"serve": {**params["serve"], key: bad}})
+    with pytest.raises(ParamsError, match="missing key 'serve.port'"):
+        serve.settings({"serve": {}})

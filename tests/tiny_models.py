@@ -12,10 +12,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import yaml
 
-from stages.core.classifier import build_classifier, model_card, write_model
-from stages.core.params import ModelConfig, model_config
+from stages.core.classifier import build_classifier, model_card
+from stages.core.model_io import write_model
+from stages.core.params import ModelConfig, load_params, model_config
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["benign", "malignant"]
@@ -24,7 +24,7 @@ CLASSES = ["benign", "malignant"]
 def _config(backbone: str, weights: str | None = None) -> ModelConfig:
     """models.<backbone> from params.yaml; random weights unless asked (efficientnet_lite0's
     ImageNet weights come with pip, the keras.applications ones would need the internet)."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = load_params(REPO / "params.yaml")
     params["models"][backbone]["weights"] = weights
     return model_config(params, backbone)
 

@@ -21,6 +21,7 @@ import numpy as np
 from stages.core.cli import run_stage
 from stages.core.images import ImageError
 from stages.core.predictor import Predictor, model_path
+from stages.core.submission import write_submission
 
 # What a folder is expanded to; a file named on the command line is tried whatever its name.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -76,17 +77,6 @@ def format_csv(classes: list[str], rows: list[dict]) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def write_isic_csv(path: Path, classes: list[str], files: list[Path], probs: np.ndarray) -> None:
-    """ISIC challenge submission: `image` (the file name without extension) + one column per
-    class, the layout evaluate writes for the test split."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", *classes])
-        for file, row in zip(files, probs, strict=True):
-            writer.writerow([file.stem, *(f"{p:.6f}" for p in row)])
-
-
 def main(args: argparse.Namespace) -> int:
     path = args.model or model_path(args.backbone)
     predictor = Predictor.load(path)
@@ -114,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"model: {predictor.name} ({path}){', test-time augmentation' if args.tta else ''}")
         print(format_table(classes, rows))
     if args.isic_csv:
-        write_isic_csv(args.isic_csv, classes, good, probs)
+        write_submission(args.isic_csv, [f.stem for f in good], probs, classes)
         print(f"wrote {len(good)} rows to {args.isic_csv}", file=sys.stderr)
     return 0
 

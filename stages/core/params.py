@@ -18,7 +18,8 @@ import yaml
 from stages.core.errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
-DVC_FILE = Path("dvc.yaml")
+# The pipeline that goes with this code (the stages run in its root, tests in a scratch folder).
+DVC_FILE = Path(__file__).resolve().parents[2] / "dvc.yaml"
 
 
 class ParamsError(PipelineError, ValueError):
