@@ -1,8 +1,12 @@
 """Stage evaluate@<backbone>-<fold>: the fine-tuned model on its fold's test images.
 
-Writes metrics/backbones/<backbone>/<fold>.json (git-tracked, for `dvc metrics diff`), the
-ROC, precision-recall and confusion-matrix data under metrics/plots/<backbone>/<fold>/ (drawn
-by `dvc plots show`), and the test predictions in the ISIC challenge submission layout.
+Writes metrics/backbones/<backbone>/<fold>.json (git-tracked, for `dvc metrics diff`) with 95 %
+bootstrap intervals (`evaluate.bootstrap` resamples, stratified by class, seeded), the ROC,
+precision-recall and confusion-matrix data under metrics/plots/<backbone>/<fold>/ (drawn by
+`dvc plots show`), and the test AND validation predictions in the ISIC submission layout:
+compare fits calibration and the decision threshold on validation (or out-of-fold)
+predictions only. It also fits the out-of-distribution guard (core/ood.py) on the fold's
+training images and its validation images → models/<b>/<fold>/ood.npz.
 With `evaluate.tta: true` the probabilities are averaged over the eight flips/rotations of
 each image (core/tta.py), as predict --tta and the web app do.
 """
@@ -16,18 +20,20 @@ import pandas as pd
 
 from stages.core.cli import parse_target, run_stage
 from stages.core.files import write_json
-from stages.core.inference import as_predict
-from stages.core.metrics import classification_metrics, curve_points
+from stages.core.inference import probs_and_features
+from stages.core.metrics import curve_points, with_intervals
 from stages.core.model_io import load_model
-from stages.core.params import flag, stage_params
+from stages.core.ood import fit_guard
+from stages.core.params import flag, get, number, stage_params
 from stages.core.paths import (
     PREPARED_DIR,
     metrics_file,
     model_dir,
+    ood_file,
     plots_dir,
     predictions_file,
 )
-from stages.core.shards import fold_parts, read_meta, read_split
+from stages.core.shards import fold_parts, read_meta, read_parts, read_split
 from stages.core.submission import write_submission
 from stages.core.tta import tta_predict
 
@@ -41,18 +47,26 @@ def write_plots(out_dir: Path, labels, probs, classes: list[str]) -> None:
 
 
 def main(backbone: str, fold: str) -> None:
+    params = stage_params("evaluate", {"backbone": backbone, "fold": fold})
+    tta = flag(params, "evaluate.tta")
+    resamples = number(params, "evaluate.bootstrap", 0, 100_000, integer=True)
     model, card = load_model(model_dir(backbone, fold) / "model.keras")
     classes = card["classes"]
-    test = read_split(PREPARED_DIR, fold_parts(fold, list(read_meta(PREPARED_DIR)["counts"])).test)
-    if flag(stage_params("evaluate", {"backbone": backbone, "fold": fold}), "evaluate.tta"):
-        probs = tta_predict(model, test.images)
-    else:
-        probs = as_predict(model)(test.images.astype("float32"))
-
-    scores = classification_metrics(test.labels, probs, classes)
-    write_json(metrics_file(backbone, fold), scores)
-    write_plots(plots_dir(backbone, fold), test.labels, probs, classes)
-    write_submission(predictions_file(backbone, fold), test.ids, probs, classes)
+    parts = fold_parts(fold, list(read_meta(PREPARED_DIR)["counts"]))
+    run = probs_and_features(model)
+    features = {}
+    for part, split in (("test", read_split(PREPARED_DIR, parts.test)),
+                        ("val", read_split(PREPARED_DIR, parts.val))):
+        probs, features[part] = run(split.images.astype("float32"))
+        if tta:
+            probs = tta_predict(model, split.images)
+        write_submission(predictions_file(backbone, fold, part), split.ids, probs, classes)
+        if part == "test":
+            scores = with_intervals(split.labels, probs, classes, resamples, get(params, "seed"))
+            write_json(metrics_file(backbone, fold), scores)
+            write_plots(plots_dir(backbone, fold), split.labels, probs, classes)
+    _, features["train"] = run(read_parts(PREPARED_DIR, parts.train).images.astype("float32"))
+    fit_guard(features["train"], features["val"]).save(ood_file(backbone, fold))
     summary = {k: v for k, v in scores.items() if k != "confusion_matrix"}
     print(f"evaluate@{backbone}-{fold}: {json.dumps(summary)}")
 

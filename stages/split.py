@@ -100,6 +100,9 @@ def read_raw(raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """download's canonical metadata.csv, each row with its image file's name; a row whose
     image is not there is rejected."""
     meta = pd.read_csv(raw_dir / "metadata.csv", dtype=str, keep_default_na=False)
+    for optional in ("benign_malignant", "diagnosis", "lesion_id", "patient_id"):
+        if optional not in meta:
+            meta[optional] = ""  # e.g. no lesion ids: every image is its own group
     files = {p.stem: p.name for p in raw_dir.iterdir() if p.is_file()}  # <isic_id>.<ext>
     meta["image"] = meta["isic_id"].map(files)
     missing = meta["image"].isna()

@@ -84,6 +84,6 @@ def test_a_stage_sees_exactly_the_params_dvc_yaml_declares_for_it(tmp_path):
 
 def test_a_declared_key_missing_from_params_yaml_is_named(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("export: {}\n")
-    with pytest.raises(ParamsError, match="missing key 'export.float16'"):
-        stage_params("export", params_file=path)
+    path.write_text("seed: 1\ntask: binary\nsplit: {}\nfolds: [holdout]\ndata: {}\n")
+    with pytest.raises(ParamsError, match="missing key 'data.max_rejected_fraction'"):
+        stage_params("split", params_file=path)

@@ -54,7 +54,7 @@ class ApiError(Exception):
 def _data_url(pixels: np.ndarray, fmt: str) -> str:
     """An RGB array as a data: URL the page can show without a second request.
 
-    The photo goes as JPEG: as PNG, a 384 px photo took 120 ms to compress, more than the
+    The photo goes as JPEG: PNG compression of a 384 px photo costs more than the
     model and Grad-CAM together. The heatmap is small and smooth: PNG, fastest setting.
     """
     buf = io.BytesIO()

@@ -35,3 +35,17 @@ def as_predict(model: keras.Model | Predict, batch_size: int = 64) -> Predict:
         return model
     infer = inference(model)
     return lambda images: predict_batches(infer, images, batch_size)
+
+
+def probs_and_features(model: keras.Model, batch_size: int = 64):
+    """A batch function → (class probabilities, pooled backbone features) in one pass: what
+    the out-of-distribution guard (core/ood.py) measures its distance on."""
+    both = keras.Model(model.input, [model.output, model.get_layer("pool").output])
+    infer = inference(both)
+
+    def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outs = [infer(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        return tuple(np.concatenate([np.asarray(o[k]) for o in outs]).astype(np.float32)
+                     for k in (0, 1))
+
+    return predict

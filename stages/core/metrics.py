@@ -6,7 +6,10 @@ per-class recall of that arg-max, as the ISIC challenge scorer defines it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 
@@ -75,3 +78,67 @@ def curve_points(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> d
         "precision_recall": [{"recall": float(r), "precision": float(p)}
                              for r, p in zip(recall, precision, strict=False)],
     }
+
+
+INTERVAL_METRICS = ("roc_auc", "balanced_accuracy", "sensitivity", "specificity")
+
+
+def bootstrap_intervals(y_true: np.ndarray, score: Callable[[np.ndarray], dict],
+                        resamples: int, seed: int) -> dict[str, float]:
+    """95 % percentile intervals of the INTERVAL_METRICS that `score(indices)` returns, over
+    `resamples` bootstrap resamples drawn within each class (stratified: every resample keeps
+    the class counts, so AUC is always defined), seeded. Keys: <metric>_ci_low/_ci_high."""
+    if resamples == 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(y_true == c) for c in np.unique(y_true)]
+    draws: dict[str, list[float]] = {m: [] for m in INTERVAL_METRICS}
+    for _ in range(resamples):
+        sample = score(np.concatenate([rng.choice(ix, len(ix)) for ix in by_class]))
+        for m in INTERVAL_METRICS:
+            if sample.get(m) is not None:
+                draws[m].append(sample[m])
+    out = {}
+    for m, values in draws.items():
+        if values:
+            low, high = np.percentile(values, [2.5, 97.5])
+            out |= {f"{m}_ci_low": round(float(low), 6), f"{m}_ci_high": round(float(high), 6)}
+    return out
+
+
+def _auc(truth: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count one half), as scikit-learn's."""
+    ranks = rankdata(score)
+    n_pos = int(truth.sum())
+    n_neg = len(truth) - n_pos
+    return float((ranks[truth == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def interval_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """The INTERVAL_METRICS exactly as classification_metrics defines them, fast enough to
+    run a thousand times (it needs every class present, which a stratified resample keeps)."""
+    y_pred = probs.argmax(axis=1)
+    n = len(classes)
+    recall = np.array([np.mean(y_pred[y_true == c] == c) for c in range(n)
+                       if (y_true == c).any()])
+    if n == 2:
+        pos = positive_class(classes)
+        truth = (y_true == pos).astype(int)
+        sens = float(np.mean(y_pred[truth == 1] == pos))
+        spec = float(np.mean(y_pred[truth == 0] != pos))
+        auc = _auc(truth, probs[:, pos])
+    else:
+        present = [c for c in range(n) if (y_true == c).any()]
+        sens = float(recall.mean())
+        spec = float(np.mean([np.mean(y_pred[y_true != c] != c) for c in range(n)]))
+        auc = float(np.mean([_auc((y_true == c).astype(int), probs[:, c]) for c in present]))
+    return {"roc_auc": auc, "balanced_accuracy": float(recall.mean()), "sensitivity": sens,
+            "specificity": spec}
+
+
+def with_intervals(y_true: np.ndarray, probs: np.ndarray, classes: list[str], resamples: int,
+                   seed: int) -> dict:
+    """classification_metrics plus their bootstrap intervals."""
+    scores = classification_metrics(y_true, probs, classes)
+    return scores | bootstrap_intervals(
+        y_true, lambda ix: interval_scores(y_true[ix], probs[ix], classes), resamples, seed)

@@ -39,5 +39,15 @@ def plots_dir(backbone: str, fold: str) -> Path:
     return Path("metrics/plots") / backbone / str(fold)
 
 
-def predictions_file(backbone: str, fold: str) -> Path:
-    return Path("metrics/predictions") / backbone / f"{fold}.csv"
+def predictions_file(backbone: str, fold: str, part: str = "test") -> Path:
+    """A fold model's probabilities on its test images, or (part="val") its validation ones,
+    which calibration and the decision threshold are fitted on."""
+    return Path("metrics/predictions") / backbone / str(fold) / f"{part}.csv"
+
+
+def ood_file(backbone: str, fold: str) -> Path:
+    return model_dir(backbone, fold) / "ood.npz"
+
+
+SERVED_CARD = MODELS_DIR / "served.json"  # compare: the model predict/serve/export use
+CALIBRATION_PLOT = Path("metrics/plots/served/reliability.json")

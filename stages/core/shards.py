@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.core.errors import MissingInputError, PipelineError
+from stages.core.params import ParamsError
 from stages.core.files import atomic_path, write_json
 from stages.core.paths import HOLDOUT
 
@@ -107,7 +108,7 @@ def fold_parts(fold: str, parts: list[str]) -> FoldParts:
         return FoldParts(["train"], "val", "test")
     k, n = int(fold), sum(p.startswith("fold") for p in parts)
     if not 0 <= k < n:
-        raise PipelineError(f"fold {fold} does not exist: the split has {n} folds (params: folds)")
+        raise ParamsError(f"fold {fold} does not exist: the split has {n} folds (params: folds)")
     val = (k + 1) % n
     return FoldParts([f"fold{j}" for j in range(n) if j not in (k, val)], f"fold{val}",
                      f"fold{k}")

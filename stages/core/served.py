@@ -1,0 +1,164 @@
+"""The served model: which fold models it averages, how its probabilities are calibrated,
+where it refers, and what its estimate is. compare builds it (`build_served`) from the fold
+models' validation and test predictions only; models/served.json is the contract that
+predict, the web app, export and the latency bench load (core/predictor.py).
+
+Estimates and fitting never share images:
+- cross-validation, serving the fold ensemble: every image has one out-of-fold prediction
+  (from the fold model that did not train on it). Calibration and the threshold are
+  cross-fitted for the estimate (fitted on the other folds' images, applied to this fold's),
+  and fitted on all out-of-fold predictions for serving;
+- one model (holdout, or one fold): fitted on its validation images, scored on its test ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from stages.core.calibration import (
+    apply_temperature,
+    brier,
+    expected_calibration_error,
+    fit_temperature,
+    malignant_classes,
+    refer_score,
+    reliability,
+    threshold_for_sensitivity,
+)
+from stages.core.errors import MissingInputError
+from stages.core.metrics import bootstrap_intervals, with_intervals
+from stages.core.paths import HOLDOUT, model_dir, ood_file, predictions_file
+
+
+@dataclass
+class Predictions:
+    ids: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    groups: np.ndarray  # the fold each image was tested in (cross-fitting), else all 0
+
+
+def member_mean(backbones: list[str], fold: str, part: str, truth: pd.Series,
+                classes: list[str] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Mean probabilities of these backbones' `fold` models on `part`, and the true labels."""
+    paths = [predictions_file(b, fold, part) for b in backbones]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise MissingInputError(f"{', '.join(missing)} missing; run `dvc repro`")
+    tables = [pd.read_csv(p).set_index("image") for p in paths]
+    mean = sum(t.loc[tables[0].index] for t in tables) / len(tables)
+    classes = classes or list(mean.columns)
+    return mean[classes], truth.loc[mean.index].map(classes.index).to_numpy()
+
+
+def _pooled(backbones: list[str], folds: list[str], part: str, truth: pd.Series) -> Predictions:
+    ids, labels, probs, groups = [], [], [], []
+    for k, fold in enumerate(folds):
+        mean, y = member_mean(backbones, fold, part, truth)
+        ids.append(mean.index.to_numpy())
+        labels.append(y)
+        probs.append(mean.to_numpy())
+        groups.append(np.full(len(y), k))
+    return Predictions(*(np.concatenate(x) for x in (ids, labels, probs, groups)))
+
+
+@dataclass(frozen=True)
+class Decision:
+    temperature: float
+    threshold: float
+
+
+def fit_decision(p: Predictions, classes: list[str], target: float) -> Decision:
+    temperature = fit_temperature(p.labels, p.probs)
+    calibrated = apply_temperature(p.probs, temperature)
+    malignant = np.isin(p.labels, malignant_classes(classes))
+    return Decision(temperature, threshold_for_sensitivity(
+        malignant, refer_score(calibrated, classes), target))
+
+
+def _decision_scores(malignant: np.ndarray, refer: np.ndarray) -> dict:
+    return {"sensitivity": float(np.mean(refer[malignant])),
+            "specificity": float(np.mean(~refer[~malignant]))}
+
+
+def estimate(fit_on: Predictions, test: Predictions, classes: list[str], target: float,
+             cross_fit: bool, resamples: int, seed: int) -> tuple[dict, list[dict]]:
+    """The served model's scores on `test` with intervals, calibration before and after, and
+    sensitivity/specificity at the referral threshold; plus the reliability rows."""
+    calibrated = np.empty_like(test.probs)
+    refer = np.zeros(len(test.labels), bool)
+    for g in np.unique(test.groups):
+        here = test.groups == g
+        if cross_fit:
+            others = fit_on.groups != g
+            fit_part = Predictions(fit_on.ids[others], fit_on.labels[others],
+                                   fit_on.probs[others], fit_on.groups[others])
+        else:
+            fit_part = fit_on
+        decision = fit_decision(fit_part, classes, target)
+        calibrated[here] = apply_temperature(test.probs[here], decision.temperature)
+        refer[here] = refer_score(calibrated[here], classes) >= decision.threshold
+    scores = with_intervals(test.labels, calibrated, classes, resamples, seed)
+    scores.pop("confusion_matrix")
+    malignant = np.isin(test.labels, malignant_classes(classes))
+    at_threshold = _decision_scores(malignant, refer)
+    intervals = bootstrap_intervals(malignant.astype(int),
+                                    lambda ix: _decision_scores(malignant[ix], refer[ix]),
+                                    resamples, seed)
+    scores["referral"] = {"target_sensitivity": target, **at_threshold,
+                          **{k: v for k, v in intervals.items()
+                             if k.startswith(("sensitivity", "specificity"))}}
+    scores["calibration"] = {
+        "brier_before": brier(test.labels, test.probs),
+        "brier_after": brier(test.labels, calibrated),
+        "ece_before": expected_calibration_error(test.labels, test.probs),
+        "ece_after": expected_calibration_error(test.labels, calibrated)}
+    rows = [{**r, "calibration": "before"} for r in reliability(test.labels, test.probs)] + \
+        [{**r, "calibration": "after"} for r in reliability(test.labels, calibrated)]
+    return scores, rows
+
+
+def build_served(backbones: list[str], folds: list, serve: str, truth: pd.Series,
+                 target: float, resamples: int, seed: int) -> tuple[dict, list[dict]]:
+    """The served card (without the image size and preprocessing, added by compare) and the
+    reliability rows of its estimate."""
+    folds = [str(f) for f in folds]
+    cross_validated = folds != [HOLDOUT]
+    if cross_validated and serve == "ensemble":
+        oof = _pooled(backbones, folds, "test", truth)
+        classes = list(pd.read_csv(predictions_file(backbones[0], folds[0])).columns[1:])
+        served_folds = folds
+        scores, rows = estimate(oof, oof, classes, target, True, resamples, seed)
+        how = (f"pooled out-of-fold predictions of the {len(folds)} fold models: each of the "
+               f"{len(oof.labels)} images scored by the fold model that did not train on it "
+               "(calibration and threshold cross-fitted on the other folds)")
+        final = fit_decision(oof, classes, target)
+    else:
+        fold = folds[0] if not cross_validated else str(serve)
+        if fold not in folds:
+            raise MissingInputError(f"compare.serve: fold {serve} is not in `folds` {folds}")
+        val = _pooled(backbones, [fold], "val", truth)
+        test = _pooled(backbones, [fold], "test", truth)
+        classes = list(pd.read_csv(predictions_file(backbones[0], fold)).columns[1:])
+        served_folds = [fold]
+        scores, rows = estimate(val, test, classes, target, False, resamples, seed)
+        how = (f"the {len(test.labels)} test images of fold {fold} (calibration and threshold "
+               "fitted on its validation images)")
+        final = fit_decision(val, classes, target)
+    members = [{"backbone": b, "fold": f, "model": str(model_dir(b, f) / "model.keras"),
+                "ood": str(ood_file(b, f))} for b in backbones for f in served_folds]
+    card = {
+        "name": "+".join(backbones) + (f" × {len(served_folds)} folds"
+                                       if len(served_folds) > 1 else f" ({served_folds[0]})"),
+        "classes": classes,
+        "members": members,
+        "calibration": {"method": "temperature", "temperature": round(final.temperature, 6)},
+        "decision": {"refer_classes": [classes[i] for i in malignant_classes(classes)],
+                     "threshold": round(final.threshold, 6),
+                     "target_sensitivity": target},
+        "estimate": {"how": how, **scores},
+    }
+    return card, rows
