@@ -1,10 +1,13 @@
-"""Stage compare: every backbone's test metrics → a leaderboard and the model to serve.
+"""Stage compare: every backbone's test metrics → a leaderboard, and the model to serve.
 
 With cross-validation each backbone has one metrics file per fold; the leaderboard shows the
 mean over folds and the spread (`<metric>_std`), so `dvc metrics diff` compares CV means. An
 ensemble (mean of the listed backbones' probabilities, fold by fold) is scored like any
-model. metrics/summary.json names the best single backbone, which predict and the web app
-load by default; metrics/leaderboard.md is the same table for people.
+model. The served model (core/served.py: by default the ensemble of the best backbone's fold
+models, or of compare.ensemble's) goes to models/served.json with its calibration, referral
+threshold and its own estimate with intervals; metrics/summary.json holds the leaderboard
+and that estimate, metrics/leaderboard.md both for people, and the reliability diagram's
+data goes to metrics/plots/served/.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ from stages.core.cli import run_stage
 from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import write_json
 from stages.core.metrics import classification_metrics
-from stages.core.params import choice, get, stage_params
+from stages.core.params import choice, get, number, stage_params
 from stages.core.paths import (
+    CALIBRATION_PLOT,
     LEADERBOARD_FILE,
+    PREPARED_DIR,
+    SERVED_CARD,
     SPLIT_FILE,
     SUMMARY_FILE,
     metrics_file,
-    model_dir,
-    predictions_file,
 )
+from stages.core.served import build_served, member_mean
+from stages.core.shards import read_meta
 
 ENSEMBLE = "ensemble"
 COLUMNS = ("roc_auc", "balanced_accuracy", "average_precision", "sensitivity", "specificity",
@@ -41,16 +47,12 @@ def read_fold_scores(backbone: str, folds: list) -> list[dict]:
     return [json.loads(p.read_text()) for p in paths]
 
 
-def ensemble_scores(members: list[str], folds: list) -> list[dict]:
+def ensemble_scores(members: list[str], folds: list, truth: pd.Series) -> list[dict]:
     """Score the mean of the members' test probabilities, one fold at a time."""
-    labels = pd.read_csv(SPLIT_FILE, dtype=str, keep_default_na=False).set_index("isic_id")
     scores = []
     for fold in folds:
-        tables = [pd.read_csv(predictions_file(m, fold)).set_index("image") for m in members]
-        mean = sum(t.loc[tables[0].index] for t in tables) / len(tables)
-        classes = list(mean.columns)
-        truth = labels.loc[mean.index, "label"].map(classes.index).to_numpy()
-        scores.append(classification_metrics(truth, mean.to_numpy(), classes))
+        mean, y = member_mean(members, str(fold), "test", truth)
+        scores.append(classification_metrics(y, mean.to_numpy(), list(mean.columns)))
     return scores
 
 
@@ -86,10 +88,35 @@ def markdown(ranked: list[tuple[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def served_markdown(card: dict) -> str:
+    est, ref, cal = card["estimate"], card["estimate"]["referral"], card["estimate"]["calibration"]
+
+    def interval(scores: dict, key: str) -> str:
+        low, high = scores.get(f"{key}_ci_low"), scores.get(f"{key}_ci_high")
+        return f"{scores[key]:.3f}" + (f" (95 % CI {low:.3f}–{high:.3f})" if low is not None
+                                       else "")
+
+    return "\n".join([
+        f"\n## Served model: {card['name']}\n",
+        f"Estimate from {est['how']}.\n",
+        f"- ROC AUC {interval(est, 'roc_auc')}; balanced accuracy "
+        f"{interval(est, 'balanced_accuracy')} (arg-max)",
+        f"- referral threshold {card['decision']['threshold']:.3f} on P("
+        f"{' + '.join(card['decision']['refer_classes'])}), chosen for sensitivity "
+        f"{ref['target_sensitivity']:.2f}: sensitivity {interval(ref, 'sensitivity')}, "
+        f"specificity {interval(ref, 'specificity')}",
+        f"- calibration (temperature {card['calibration']['temperature']:.3f}): Brier "
+        f"{cal['brier_before']:.3f} → {cal['brier_after']:.3f}, ECE {cal['ece_before']:.3f} → "
+        f"{cal['ece_after']:.3f}",
+    ]) + "\n"
+
+
 def main() -> None:
     params = stage_params("compare")
     rank_by = choice(params, "compare.rank_by", COLUMNS)
     backbones, folds = get(params, "backbones"), get(params, "folds")
+    truth = pd.read_csv(SPLIT_FILE, dtype=str, keep_default_na=False).set_index("isic_id")[
+        "label"]
     rows = {name: summarize(read_fold_scores(name, folds)) for name in backbones}
     members = get(params, "compare.ensemble") or []
     if members:
@@ -97,20 +124,29 @@ def main() -> None:
         if unknown or len(members) < 2:
             raise PipelineError("params.yaml: 'compare.ensemble' needs two or more names from "
                                 f"`backbones`; got {members}")
-        rows[ENSEMBLE] = summarize(ensemble_scores(members, folds))
+        rows[ENSEMBLE] = summarize(ensemble_scores(members, folds, truth))
     ranked = leaderboard(rows, rank_by)
     best = next(name for name, _ in ranked if name != ENSEMBLE)
+    card, reliability_rows = build_served(
+        members or [best], folds, str(get(params, "compare.serve")), truth,
+        number(params, "compare.target_sensitivity", 0.01, 1.0),
+        number(params, "evaluate.bootstrap", 0, 100_000, integer=True), get(params, "seed"))
+    meta = read_meta(PREPARED_DIR)
+    card |= {"image_size": meta["image_size"], "preprocessing": meta.get("preprocessing", {})}
+    write_json(SERVED_CARD, card)
+    write_json(CALIBRATION_PLOT, {"reliability": reliability_rows})
     summary = {
         "best": best,
-        "best_model": str(model_dir(best, folds[0]) / "model.keras"),
-        "serving_fold": str(folds[0]),  # predict and the web app load this fold's models
         "rank_by": rank_by,
         "ensemble": members,
         "scores": dict(ranked),  # keyed by model, so `dvc metrics show/diff` can flatten it
+        "served": {"name": card["name"], "members": len(card["members"]),
+                   "estimate": card["estimate"], "decision": card["decision"],
+                   "calibration": card["calibration"]},
     }
-    write_json(SUMMARY_FILE, summary)  # export reads it: never half-written
-    LEADERBOARD_FILE.write_text(markdown(ranked))
-    print(markdown(ranked) + f"\nbest single backbone by {rank_by}: {best}")
+    write_json(SUMMARY_FILE, summary)
+    LEADERBOARD_FILE.write_text(markdown(ranked) + served_markdown(card))
+    print(LEADERBOARD_FILE.read_text() + f"\nbest single backbone by {rank_by}: {best}")
 
 
 if __name__ == "__main__":

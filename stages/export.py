@@ -1,10 +1,13 @@
-"""Stage export: the best model (metrics/summary.json) as a TensorFlow SavedModel and TFLite.
+"""Stage export: the served model (models/served.json) as one TensorFlow SavedModel and TFLite.
 
 models/export/saved_model/  for TF Serving or tf.saved_model.load (signature `serve`)
 models/export/model.tflite  for phones and edge devices; float16 weights when
                             params.yaml export.float16 (half the size, ~1e-3 off)
-models/export/model.json    the model card: classes (the output order) and image size
-Both take what the Keras model takes: float32 RGB 0..255, (n, size, size, 3), scaling inside.
+models/export/model.json    the card: classes (the output order), image size, preprocessing,
+                            members, calibration, referral threshold and the estimate
+Both take float32 RGB 0..255, (n, size, size, 3), and answer the members' mean probabilities,
+calibrated. The out-of-distribution guard is not in the graph: models/served.json and each
+member's ood.npz carry it (predict and the web app apply it).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import keras
 import numpy as np
 
 from stages.core.cli import run_stage
-from stages.core.errors import MissingInputError, PipelineError
-from stages.core.model_io import load_model
+from stages.core.errors import PipelineError
+from stages.core.layers import TemperatureScaling
 from stages.core.params import flag, stage_params
-from stages.core.paths import EXPORT_DIR, SUMMARY_FILE
+from stages.core.paths import EXPORT_DIR, SERVED_CARD
+from stages.core.predictor import Predictor
 
 
 def to_tflite(saved_model: Path, float16: bool) -> bytes:
@@ -71,24 +75,40 @@ def tflite_predict(path: Path, images: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
+def served_graph(predictor: Predictor) -> keras.Model:
+    """The served model as one Keras graph: every member on the same input, their mean,
+    then the calibration. A deployer loads one file."""
+    size = predictor.image_size
+    inputs = keras.Input((size, size, 3), name="image")
+    outputs = []
+    for i, member in enumerate(predictor.members):
+        member.name = f"member{i}_{member.name}"  # layer names must be unique in one graph
+        outputs.append(member(inputs))
+    mean = keras.layers.Average(name="mean")(outputs) if len(outputs) > 1 else outputs[0]
+    calibrated = TemperatureScaling(predictor.temperature, name="calibration")(mean)
+    return keras.Model(inputs, calibrated, name="served")
+
+
 def main() -> None:
     float16 = flag(stage_params("export"), "export.float16")
-    if not SUMMARY_FILE.exists():
-        raise MissingInputError(f"{SUMMARY_FILE} missing: run `dvc repro compare` first")
-    summary = json.loads(SUMMARY_FILE.read_text())
-    model, card = load_model(Path(summary["best_model"]))
+    predictor = Predictor.load(SERVED_CARD)
+    model = served_graph(predictor)
+    card = {k: v for k, v in predictor.card.items() if k != "members"} | {
+        "members": [f"{m['backbone']}/{m['fold']}" for m in predictor.card["members"]]}
     export_model(model, card, EXPORT_DIR, float16)
-    # Check the exported files answer like the Keras model before calling it done.
-    size = int(card["image_size"])
-    images = np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)).astype(np.float32)
-    want = model.predict(images, verbose=0)
-    got = tflite_predict(EXPORT_DIR / "model.tflite", images)
+    # Check the exported file answers like the served model (predict's path) before calling
+    # it done.
+    size = predictor.image_size
+    images = np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)).astype(np.uint8)
+    want = predictor.predict(images)
+    got = tflite_predict(EXPORT_DIR / "model.tflite", images.astype(np.float32))
     gap = float(np.abs(got - want).max())
     if gap > (2e-2 if float16 else 1e-3):
-        raise PipelineError(f"the TFLite model differs from the Keras model by {gap:.2g}")
+        raise PipelineError(f"the TFLite model differs from the served model by {gap:.2g}")
     tflite_mb = (EXPORT_DIR / "model.tflite").stat().st_size / 1e6
-    print(f"exported {summary['best']} to {EXPORT_DIR}/: saved_model/, model.tflite "
-          f"({tflite_mb:.1f} MB{', float16' if float16 else ''}; max |Δp| vs Keras {gap:.1e})")
+    print(f"exported {predictor.name} ({len(predictor.members)} member(s), calibrated) to "
+          f"{EXPORT_DIR}/: saved_model/, model.tflite ({tflite_mb:.1f} MB"
+          f"{', float16' if float16 else ''}; max |Δp| vs the served model {gap:.1e})")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Classify lesion photos with a trained model: `python -m stages.app.predict IMAGE_OR_FOLDER...`.
 
-By default the best model of the last `dvc repro` (metrics/summary.json); --backbone NAME or
---model PATH picks another. Prints each image's class probabilities and predicted class as a
-table, CSV or JSON; --isic-csv also writes the ISIC challenge submission layout. A file that
-cannot be read is reported on stderr (one line: the file and why) and the others still run;
-the exit code is non-zero only when no image at all could be classified.
+By default the served model of the last `dvc repro` (models/served.json: the validated fold
+ensemble, calibrated, with its referral threshold and out-of-distribution guard); --backbone
+NAME or --model PATH picks one fold model instead. Prints each image's class probabilities,
+predicted class, referral decision and out-of-distribution flag as a table, CSV or JSON;
+--isic-csv also writes the ISIC challenge submission layout. A file that cannot be read is
+reported on stderr (one line: the file and why) and the others still run; the exit code is
+non-zero only when no image at all could be classified.
 """
 
 from __future__ import annotations
@@ -55,9 +57,20 @@ def decode_all(predictor: Predictor, files: list[Path]) -> tuple[list[Path], np.
     return good, np.stack(images) if images else None
 
 
+def verdict(row: dict) -> str:
+    """What a row says: the class and the referral decision, or that it is not a lesion."""
+    if row["out_of_distribution"]["flagged"]:
+        return "NOT LIKE A LESION PHOTO (out of distribution): no class given"
+    refer = row.get("refer")
+    if refer is None:
+        return row["predicted"]
+    side = "above" if refer["above_threshold"] else "below"
+    return f"{row['predicted']}; {side} the referral threshold"
+
+
 def format_table(classes: list[str], rows: list[dict]) -> str:
-    header = ["image", *classes, "predicted"]
-    body = [[r["image"], *(f"{r['probabilities'][c]:.4f}" for c in classes), r["predicted"]]
+    header = ["image", *classes, "verdict"]
+    body = [[r["image"], *(f"{r['probabilities'][c]:.4f}" for c in classes), verdict(r)]
             for r in rows]
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
     # Image names left-aligned, numbers right-aligned: the usual way to read a table.
@@ -70,10 +83,12 @@ def format_table(classes: list[str], rows: list[dict]) -> str:
 def format_csv(classes: list[str], rows: list[dict]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["image", *classes, "predicted"])
+    writer.writerow(["image", *classes, "predicted", "refer", "out_of_distribution"])
     for r in rows:
+        refer = r.get("refer")
         writer.writerow([r["image"], *(f"{r['probabilities'][c]:.6f}" for c in classes),
-                         r["predicted"]])
+                         r["predicted"], "" if refer is None else int(refer["above_threshold"]),
+                         int(r["out_of_distribution"]["flagged"])])
     return out.getvalue().rstrip("\n")
 
 
@@ -88,12 +103,14 @@ def main(args: argparse.Namespace) -> int:
         decoded, images = decode_all(predictor, files[start:start + CHUNK])
         if images is not None:
             good += decoded
-            chunks.append(predictor.predict(images, tta=args.tta))
+            chunks.append(np.column_stack(predictor.assess(images, tta=args.tta)))
     if not good:
         print(f"predict: none of the {len(files)} file(s) could be classified", file=sys.stderr)
         return 1
-    probs = np.concatenate(chunks)
-    rows = [{"image": str(f), **predictor.result(p)} for f, p in zip(good, probs, strict=True)]
+    assessed = np.concatenate(chunks)
+    probs, ood = assessed[:, :-1], assessed[:, -1]
+    rows = [{"image": str(f), **predictor.result(p, o)}
+            for f, p, o in zip(good, probs, ood, strict=True)]
     classes = predictor.classes
     if args.format == "json":
         print(json.dumps({"model": predictor.name, "tta": args.tta, "predictions": rows},
@@ -114,9 +131,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m stages.app.predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--model", type=Path, help="a model.keras file (model.json beside it)")
-    which.add_argument("--backbone", help="models/<NAME>/model.keras (default: the best one "
-                                          "in metrics/summary.json)")
+    which.add_argument("--model", type=Path, help="a served .json card or a model.keras file "
+                                                  "(model.json beside it)")
+    which.add_argument("--backbone", help="one fold model of backbone NAME (default: the "
+                                          "served model, models/served.json)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("--isic-csv", type=Path, metavar="OUT.csv",
                         help="also write the ISIC challenge submission CSV")

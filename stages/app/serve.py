@@ -30,9 +30,9 @@ from stages.core.cli import run_stage
 from stages.core.gradcam import colormap, gradcam
 from stages.core.images import ImageError
 from stages.core.params import flag, get, load_params, number
+from stages.core.paths import SERVED_CARD, SUMMARY_FILE
 from stages.core.predictor import (
     MODELS_DIR,
-    SUMMARY_FILE,
     ModelNotFoundError,
     Predictor,
     available_backbones,
@@ -65,35 +65,53 @@ def _data_url(pixels: np.ndarray, fmt: str) -> str:
     return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+SERVED = "served"  # the listing's name for models/served.json (compare's choice)
+
+
 class Models:
-    """The trained backbones on disk, their test scores, and a warm Predictor per backbone."""
+    """The served model and the trained backbones on disk, each with the score of exactly that
+    model, and a warm Predictor per entry."""
 
     def __init__(self, models_dir: Path, summary_path: Path, default: str):
         self.models_dir, self.summary_path, self.default = models_dir, summary_path, default
         self._cache: dict[str, Predictor] = {}
-        self._lock = threading.Lock()  # one load per backbone, one model call at a time
+        self._lock = threading.Lock()  # one load per model, one model call at a time
 
     def summary(self) -> dict:
         return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {}
 
     def listing(self) -> list[dict]:
-        """Trained backbones, best first in leaderboard order, each with its test AUC."""
+        """The served model first, then the trained backbones in leaderboard order."""
         summary = self.summary()
         scores = summary.get("scores", {})
         trained = available_backbones(self.models_dir)
         ranked = [b for b in scores if b in trained] + [b for b in trained if b not in scores]
-        return [{"backbone": b, "roc_auc": scores.get(b, {}).get("roc_auc"),
-                 "best": b == summary.get("best")} for b in ranked]
+        entries = []
+        served = summary.get("served")
+        if served and (self.models_dir / SERVED_CARD.name).exists():
+            estimate = served["estimate"]
+            entries.append({"backbone": SERVED, "roc_auc": estimate.get("roc_auc"),
+                            "label": f"{served['name']} (served) — ROC AUC "
+                                     f"{estimate.get('roc_auc', float('nan')):.3f}, "
+                                     f"{estimate['how'].split(':')[0]}",
+                            "best": True})
+        for b in ranked:
+            auc = scores.get(b, {}).get("roc_auc")
+            folds = scores.get(b, {}).get("folds", 1)
+            what = "mean test AUC over folds" if folds > 1 else "test AUC"
+            entries.append({"backbone": b, "roc_auc": auc, "best": False,
+                            "label": f"{b}, one fold model — {what} "
+                                     + (f"{auc:.3f}" if auc is not None else "n/a")})
+        return entries
 
     def default_backbone(self) -> str:
         names = [m["backbone"] for m in self.listing()]
         if not names:
             raise ApiError(503, "no trained model yet: run `dvc repro` (or `dvc pull`), then "
                                 "restart the server")
-        if self.default != "best" and self.default in names:
+        if self.default not in ("best", SERVED) and self.default in names:
             return self.default
-        best = self.summary().get("best")
-        return best if best in names else names[0]
+        return names[0]
 
     def get(self, backbone: str | None) -> Predictor:
         backbone = backbone or self.default_backbone()
@@ -104,7 +122,7 @@ class Models:
                                 f"{', '.join(known) or 'none'}")
         with self._lock:
             if backbone not in self._cache:
-                path = model_path(backbone, self.models_dir, self.summary_path)
+                path = model_path(backbone, self.models_dir)
                 self._cache[backbone] = Predictor.load(path)
             return self._cache[backbone]
 
@@ -120,10 +138,12 @@ class Models:
         except ImageError as err:
             raise ApiError(422, f"cannot read the upload as an image: {err}") from err
         with self._lock:
-            probs = predictor.predict(image[None], tta=tta)[0]
-            cam = gradcam(predictor.model, image, int(np.argmax(probs))) if heatmap else None
+            probs, ood = predictor.assess(image[None], tta=tta)
+            # An ensemble's heatmap is the mean of its members' maps for the predicted class.
+            cam = np.mean([gradcam(m, image, int(np.argmax(probs[0])))
+                           for m in predictor.members], axis=0) if heatmap else None
         result = {"model": predictor.name, "backbone": backbone, "classes": predictor.classes,
-                  "tta": tta, **predictor.result(probs)}
+                  "tta": tta, **predictor.result(probs[0], float(ood[0]))}
         if cam is not None:
             result["image"] = _data_url(display, "JPEG")
             result["heatmap"] = _data_url(colormap(cam), "PNG")

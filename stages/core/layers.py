@@ -26,3 +26,20 @@ def batch_norm(name: str | None = None) -> keras.layers.BatchNormalization:
     and every test image came out benign.
     """
     return keras.layers.BatchNormalization(momentum=0.9, name=name)
+
+
+@keras.saving.register_keras_serializable(package="skin_lesion")
+class TemperatureScaling(keras.layers.Layer):
+    """Probabilities → softmax(log(p) / T): the calibration of core/calibration.py, inside a
+    graph, so an exported served model answers calibrated without our Python."""
+
+    def __init__(self, temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = float(temperature)
+
+    def call(self, probs):
+        logits = keras.ops.log(keras.ops.clip(probs, 1e-7, 1.0)) / self.temperature
+        return keras.ops.softmax(logits, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}

@@ -1,9 +1,11 @@
-"""A trained model ready to use: which one to load, how an image reaches it, what comes out.
+"""The served model ready to use: which to load, how an image reaches it, what comes out.
 
-predict (the command line), serve (the web app) and the latency benchmark all go through
-this, so they decode with the very function prepare used (`images.load_image`) at the size
-and with the preprocessing (border crop, colour constancy) written in the model card, and
-none of them can drift from what the model was trained on.
+predict (the command line), serve (the web app), export and the latency benchmark all go
+through this, so they decode with the very function prepare used (`images.load_image`) at the
+size and with the preprocessing written in the card, and answer alike: the mean of the
+members' probabilities, calibrated, the referral decision, and the out-of-distribution flag.
+By default that is models/served.json (compare: the validated fold ensemble); --model
+model.keras or --backbone NAME load one fold model (uncalibrated, no referral threshold).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import BinaryIO
 import keras
 import numpy as np
 
+from stages.core.calibration import apply_temperature, refer_score
 from stages.core.errors import PipelineError
 from stages.core.images import Preprocessing, load_image
-from stages.core.inference import as_predict
+from stages.core.inference import probs_and_features
 from stages.core.model_io import load_model
-from stages.core.paths import HOLDOUT, MODELS_DIR, SUMMARY_FILE
+from stages.core.ood import OodGuard
+from stages.core.paths import HOLDOUT, MODELS_DIR, SERVED_CARD
 from stages.core.tta import tta_predict
 
 
@@ -28,33 +32,22 @@ class ModelNotFoundError(PipelineError, FileNotFoundError):
     """No trained model where one was asked for; the message says how to get one."""
 
 
-def read_summary(path: Path = SUMMARY_FILE) -> dict:
-    if not path.exists():
-        raise ModelNotFoundError(
-            f"{path} not found: run `dvc repro` (or `dvc pull`) to train and compare the "
-            "models first, or name one with --model PATH / --backbone NAME")
-    return json.loads(path.read_text())
-
-
-def model_path(
-    backbone: str | None = None,
-    models_dir: Path = MODELS_DIR,
-    summary_path: Path = SUMMARY_FILE,
-) -> Path:
-    """models/<backbone>/<fold>/model.keras; with no backbone (or "best"), the best one in
-    summary. The fold served is the one compare names (the holdout model, or with
-    cross-validation the first fold's)."""
-    summary = read_summary(summary_path) if backbone in (None, "best") or \
-        summary_path.exists() else {}
-    if backbone in (None, "best"):
-        backbone = summary["best"]
-    path = models_dir / backbone / summary.get("serving_fold", HOLDOUT) / "model.keras"
-    if not path.exists():
+def model_path(backbone: str | None = None, models_dir: Path = MODELS_DIR) -> Path:
+    """models/served.json; with a backbone name, that backbone's first fold model."""
+    if backbone in (None, "served"):
+        path = models_dir / SERVED_CARD.name
+        if not path.exists():
+            raise ModelNotFoundError(
+                f"{path} not found: run `dvc repro` (or `dvc pull`) to train and compare the "
+                "models first, or name one with --model PATH / --backbone NAME")
+        return path
+    found = sorted((models_dir / backbone).glob("*/model.keras"))
+    if not found:
         known = ", ".join(available_backbones(models_dir)) or "none yet"
         raise ModelNotFoundError(
-            f"no trained model for backbone '{backbone}' ({path} missing; trained: {known}); "
-            f"run `dvc repro finetune@{backbone}` or pick another")
-    return path
+            f"no trained model for backbone '{backbone}' (trained: {known}); "
+            f"run `dvc repro finetune@{backbone}-{HOLDOUT}` or pick another")
+    return found[0]
 
 
 def available_backbones(models_dir: Path = MODELS_DIR) -> list[str]:
@@ -67,27 +60,40 @@ def available_backbones(models_dir: Path = MODELS_DIR) -> list[str]:
 
 @dataclass
 class Predictor:
-    model: keras.Model
-    card: dict  # the model card: name, arch, weights, image_size, classes, preprocessing
+    members: list[keras.Model]
+    card: dict  # served.json, or one model's card (then no calibration and no decision)
+    guards: list[OodGuard | None] = field(default_factory=list)
     # What prepare applied, from the card (an older card without it: both steps off); read
     # here so that a card this code cannot follow fails at load, not at the first photo.
     preprocessing: Preprocessing = field(init=False)
 
     def __post_init__(self):
         self.preprocessing = Preprocessing.from_dict(self.card.get("preprocessing"))
+        self._runs = [probs_and_features(m) for m in self.members]
 
     @classmethod
     def load(cls, path: Path) -> Predictor:
-        model, card = load_model(path)
-        predictor = cls(model, card)
-        # One call on a blank image builds the compiled predict function now, so the first
+        """A served card (.json with members) or one model.keras (its ood.npz if beside it)."""
+        path = Path(path)
+        if path.suffix == ".json":
+            card = json.loads(path.read_text())
+            root = path.parent.parent  # member paths are relative to the repository
+            loaded = [load_model(root / m["model"])[0] for m in card["members"]]
+            guards = [OodGuard.load(root / m["ood"]) if (root / m["ood"]).exists() else None
+                      for m in card["members"]]
+        else:
+            model, card = load_model(path)
+            loaded, guards = [model], [OodGuard.load(path.with_name("ood.npz"))
+                                       if path.with_name("ood.npz").exists() else None]
+        predictor = cls(loaded, card, guards)
+        # One call on a blank image builds the compiled predict functions now, so the first
         # real request is not the slow one.
-        predictor.predict(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8))
+        predictor.assess(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8))
         return predictor
 
     @property
     def name(self) -> str:
-        return self.card.get("name", self.model.name)
+        return self.card.get("name", self.members[0].name)
 
     @property
     def classes(self) -> list[str]:
@@ -97,18 +103,40 @@ class Predictor:
     def image_size(self) -> int:
         return int(self.card["image_size"])
 
+    @property
+    def temperature(self) -> float:
+        return float(self.card.get("calibration", {}).get("temperature", 1.0))
+
     def decode(self, source: str | Path | bytes | BinaryIO, size: int | None = None) -> np.ndarray:
         """The model's input for one file or upload (at another `size` for display); raises
         images.ImageError if unusable."""
         return load_image(source, size or self.image_size, self.preprocessing)
 
-    def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
-        """Class probabilities (n, classes) for a uint8 batch (n, size, size, 3)."""
-        if tta:
-            return tta_predict(self.model, images)
-        return as_predict(self.model)(images.astype(np.float32))
+    def assess(self, images: np.ndarray, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated class probabilities (n, classes), out-of-distribution scores (n,)) for a
+        uint8 batch; a score above 1 is out of distribution (NaN: no guard was fitted)."""
+        probs, scores = [], []
+        for model, run, guard in zip(self.members, self._runs, self.guards, strict=True):
+            p, features = run(images.astype(np.float32))
+            probs.append(tta_predict(model, images) if tta else p)
+            scores.append(guard.score(features) if guard else np.full(len(images), np.nan))
+        mean = np.mean(probs, axis=0)
+        return apply_temperature(mean, self.temperature), np.mean(scores, axis=0)
 
-    def result(self, probs: np.ndarray) -> dict:
-        """One image's probabilities as {probabilities: {class: p}, predicted: class}."""
-        return {"probabilities": {c: float(p) for c, p in zip(self.classes, probs, strict=True)},
-                "predicted": self.classes[int(np.argmax(probs))]}
+    def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
+        return self.assess(images, tta)[0]
+
+    def result(self, probs: np.ndarray, ood_score: float = float("nan")) -> dict:
+        """One image's answer: probabilities, predicted class, the referral decision (when the
+        card has a threshold) and the out-of-distribution flag."""
+        out = {"probabilities": {c: float(p) for c, p in zip(self.classes, probs, strict=True)},
+               "predicted": self.classes[int(np.argmax(probs))]}
+        decision = self.card.get("decision")
+        if decision:
+            score = float(refer_score(probs[None], self.classes)[0])
+            out["refer"] = {"score": score, "threshold": decision["threshold"],
+                            "above_threshold": score >= decision["threshold"]}
+        flagged = bool(ood_score > 1.0) if not np.isnan(ood_score) else False
+        out["out_of_distribution"] = {"score": None if np.isnan(ood_score) else float(ood_score),
+                                      "flagged": flagged}
+        return out

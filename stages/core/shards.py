@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from stages.core.errors import MissingInputError, PipelineError
-from stages.core.params import ParamsError
 from stages.core.files import atomic_path, write_json
+from stages.core.params import ParamsError
 from stages.core.paths import HOLDOUT
 
 META_FILE = "meta.json"

@@ -15,7 +15,20 @@ function showError(message) {
 function render(data) {
   $("photo").src = data.image;
   $("heatmap").src = data.heatmap;
+  // A photo unlike the training images gets a warning, never a diagnosis-like answer.
+  const ood = data.out_of_distribution || {};
+  $("ood").hidden = !ood.flagged;
+  $("ood-score").textContent = ood.score == null ? "n/a" : ood.score.toFixed(2);
+  document.querySelector(".predicted").hidden = !!ood.flagged;
+  $("bars").hidden = !!ood.flagged;
   $("predicted").textContent = data.predicted;
+  const refer = data.refer;
+  $("refer").hidden = !refer || !!ood.flagged;
+  if (refer) {
+    $("refer").textContent = (refer.above_threshold ? "Above" : "Below") +
+      " the referral threshold (score " + refer.score.toFixed(3) + ", threshold " +
+      refer.threshold.toFixed(3) + ")";
+  }
   $("model-name").textContent = data.model + (data.tta ? " (test-time augmentation)" : "");
   const bars = $("bars");
   bars.replaceChildren();
