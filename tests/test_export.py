@@ -11,11 +11,12 @@ from stages import export
 from stages.core.layers import CaffeScaling
 from stages.core.model_io import load_model, write_model
 from stages.core.params import ParamsError
+from stages.core.predictor import Predictor
 from tests.tiny_models import (
     spread_outputs,
     tiny_classifier,
     varied_images,
-    write_summary,
+    write_served,
     write_tiny_model,
 )
 
@@ -77,9 +78,10 @@ def test_custom_caffe_scaling_layer_exports(tmp_path):
     _check(model, tmp_path / "export", float16=False)
 
 
-def test_stage_exports_the_best_model(in_tmp_repo, capsys):
-    write_tiny_model(in_tmp_repo, "small_cnn", image_size=32)
-    write_summary(in_tmp_repo, {"small_cnn": 0.8})
+def test_stage_exports_the_served_ensemble_as_one_calibrated_graph(in_tmp_repo, capsys):
+    for backbone in ("small_cnn", "small_functional_cnn"):
+        write_tiny_model(in_tmp_repo, backbone, image_size=32)
+    write_served(in_tmp_repo, ["small_cnn", "small_functional_cnn"], temperature=1.7)
     (in_tmp_repo / "params.yaml").write_text("export:\n  float16: true\n")
     stale = in_tmp_repo / "models/export/old.tflite"
     stale.parent.mkdir(parents=True)
@@ -87,9 +89,13 @@ def test_stage_exports_the_best_model(in_tmp_repo, capsys):
     export.main()
     out = in_tmp_repo / "models/export"
     assert {p.name for p in out.iterdir()} == {"saved_model", "model.tflite", "model.json"}
-    assert "exported small_cnn" in capsys.readouterr().out
-    model, _ = load_model(in_tmp_repo / "models/small_cnn/holdout/model.keras")
-    _check(model, out, float16=True)
+    assert "exported small_cnn+small_functional_cnn (holdout) (2 member(s)" in \
+        capsys.readouterr().out
+    served = Predictor.load(in_tmp_repo / "models/served.json")
+    images = _images(32)
+    got = export.tflite_predict(out / "model.tflite", images)
+    np.testing.assert_allclose(got, served.predict(images.astype(np.uint8)), atol=2e-2)
+    assert json.loads((out / "model.json").read_text())["calibration"]["temperature"] == 1.7
 
 
 def test_export_setting_is_checked(in_tmp_repo):
@@ -98,7 +104,7 @@ def test_export_setting_is_checked(in_tmp_repo):
         export.main()
 
 
-def test_missing_summary_says_run_compare(in_tmp_repo):
+def test_missing_served_model_says_run_dvc_repro(in_tmp_repo):
     (in_tmp_repo / "params.yaml").write_text("export:\n  float16: true\n")
     with pytest.raises(FileNotFoundError, match="dvc repro"):
         export.main()

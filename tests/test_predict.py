@@ -21,6 +21,7 @@ from tests.tiny_models import (
     dermoscope_photo,
     jpeg_bytes,
     lesion_photo,
+    write_served,
     write_tiny_model,
     write_trained_repo,
 )
@@ -58,13 +59,13 @@ def run(repo, monkeypatch, capsys, *argv):
 def fed_to_model(monkeypatch) -> list[np.ndarray]:
     """Records each batch a Predictor hands its model (Predictor.load's warm-up included)."""
     seen = []
-    original = Predictor.predict
+    original = Predictor.assess
 
     def spy(self, images, tta=False):
         seen.append(images.copy())
         return original(self, images, tta)
 
-    monkeypatch.setattr(Predictor, "predict", spy)
+    monkeypatch.setattr(Predictor, "assess", spy)
     return seen
 
 
@@ -111,7 +112,7 @@ def test_predict_repeats_the_preprocessing_in_the_model_card(tmp_path, monkeypat
     plain = load_image(photo, SIZE)
     assert np.array_equal(seen[-1], corrected[None]) and not np.array_equal(corrected, plain)
 
-    model = Predictor.load(path).model
+    model = Predictor.load(path).members[0]
     got = json.loads(out)["predictions"][0]["probabilities"]
     want, unwanted = (model.predict(x[None].astype(np.float32), verbose=0)[0]
                       for x in (corrected, plain))
@@ -122,24 +123,25 @@ def test_predict_repeats_the_preprocessing_in_the_model_card(tmp_path, monkeypat
 def test_a_model_card_without_preprocessing_decodes_plain(repo):
     predictor = Predictor.load(repo / "models/small_cnn/holdout/model.keras")
     old_card = {k: v for k, v in predictor.card.items() if k != "preprocessing"}
-    old = Predictor(predictor.model, old_card)
+    old = Predictor(predictor.members, old_card, predictor.guards)
     photo = jpeg_bytes(dermoscope_photo(120))
     assert np.array_equal(old.decode(photo), load_image(photo, SIZE))
 
 
-def test_default_model_is_the_best_in_summary_and_table_is_readable(repo, photos, monkeypatch,
+def test_default_model_is_the_served_one_and_table_is_readable(repo, photos, monkeypatch,
                                                                      capsys):
     folder, _ = photos
     code, out, err = run(repo, monkeypatch, capsys, folder)
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert "small_functional_cnn" in lines[0]  # AUC 0.8 beats 0.7
-    assert lines[1].split() == ["image", "benign", "malignant", "predicted"]
+    assert "small_functional_cnn (holdout)" in lines[0]  # served: AUC 0.8 beats 0.7
+    assert lines[1].split() == ["image", "benign", "malignant", "verdict"]
     rows = [line.split() for line in lines[3:]]
     assert [r[0].rsplit("/", 1)[-1] for r in rows] == [
         "ISIC_0000001.jpg", "ISIC_0000002.jpg", "ISIC_0000003.png"]  # folder expanded, sorted
     for r in rows:
-        assert abs(float(r[1]) + float(r[2]) - 1) < 2e-4 and r[3] in ("benign", "malignant")
+        assert abs(float(r[1]) + float(r[2]) - 1) < 2e-4 and r[3] in ("benign;", "malignant;")
+        assert " ".join(r[4:]) in ("above the referral threshold", "below the referral threshold")
 
 
 def test_csv_json_and_isic_submission(repo, photos, monkeypatch, capsys, tmp_path):
@@ -149,7 +151,8 @@ def test_csv_json_and_isic_submission(repo, photos, monkeypatch, capsys, tmp_pat
                        "--format", "csv", "--isic-csv", submission)
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert len(rows) == 3 and set(rows[0]) == {"image", "benign", "malignant", "predicted"}
+    assert len(rows) == 3 and set(rows[0]) == {"image", "benign", "malignant", "predicted",
+                                               "refer", "out_of_distribution"}
     isic = list(csv.reader(submission.open()))
     assert isic[0] == ["image", "benign", "malignant"]  # evaluate's layout
     assert [r[0] for r in isic[1:]] == ["ISIC_0000001", "ISIC_0000002", "ISIC_0000003"]
@@ -159,7 +162,7 @@ def test_csv_json_and_isic_submission(repo, photos, monkeypatch, capsys, tmp_pat
     code, out, _ = run(repo, monkeypatch, capsys, folder, "--backbone", "small_cnn",
                        "--format", "json")
     result = json.loads(out)
-    assert result["model"] == "small_cnn" and result["tta"] is False
+    assert result["model"] == "small_cnn" and result["tta"] is False  # one fold model
     first = result["predictions"][0]
     assert first["predicted"] == max(first["probabilities"], key=first["probabilities"].get)
     assert float(rows[0]["benign"]) == pytest.approx(first["probabilities"]["benign"], abs=1e-6)
@@ -173,7 +176,7 @@ def test_tta_averages_the_flips_and_rotations(repo, photos, monkeypatch, capsys)
     assert code == 0
     got = json.loads(out)["predictions"][0]["probabilities"]
     predictor = Predictor.load(repo / "models/small_cnn/holdout/model.keras")
-    want = tta_predict(predictor.model, predictor.decode(path)[None])[0]
+    want = tta_predict(predictor.members[0], predictor.decode(path)[None])[0]
     assert [got["benign"], got["malignant"]] == pytest.approx(list(want), abs=1e-5)
 
 
@@ -195,11 +198,11 @@ def test_bad_files_are_reported_and_the_rest_still_predicted(repo, photos, monke
     assert "none of the 2 file(s) could be classified" in err
 
 
-def test_missing_summary_or_model_says_to_run_dvc_repro(tmp_path, repo):
-    with pytest.raises(ModelNotFoundError, match="dvc repro"):
-        model_path(None, tmp_path / "models", tmp_path / "metrics/summary.json")
+def test_missing_served_model_or_backbone_says_to_run_dvc_repro(tmp_path, repo):
+    with pytest.raises(ModelNotFoundError, match="served.json not found: run `dvc repro`"):
+        model_path(None, tmp_path / "models")
     with pytest.raises(ModelNotFoundError, match="trained: small_cnn, small_functional_cnn"):
-        model_path("resnet50", repo / "models", repo / "metrics/summary.json")
+        model_path("resnet50", repo / "models")
 
 
 def test_command_line_exit_codes(tmp_path):
@@ -209,7 +212,7 @@ def test_command_line_exit_codes(tmp_path):
     result = subprocess.run([sys.executable, "-m", "stages.app.predict", "x.jpg"], cwd=tmp_path,
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("predict: metrics/summary.json "
+    assert result.stderr.strip().splitlines()[-1].startswith("predict: models/served.json "
                                                               "not found: run `dvc repro`")
 
 
@@ -220,3 +223,28 @@ def test_big_folders_go_through_in_chunks_with_the_same_results(repo, photos, mo
     monkeypatch.setattr(predict, "CHUNK", 2)  # 4 files: two chunks, one with the bad file
     code, chunked, err = run(repo, monkeypatch, capsys, folder, bad, "--format", "csv")
     assert code == 0 and chunked == whole and err.startswith(f"{bad}: skipped")
+
+
+def test_served_ensemble_is_the_calibrated_mean_and_flags_what_is_unlike_lesions(
+        repo, photos, monkeypatch, capsys):
+    folder, _ = photos
+    card = write_served(repo, ["small_cnn", "small_functional_cnn"], image_size=SIZE,
+                        temperature=2.0, threshold=0.3)
+    served = Predictor.load(card)
+    images = np.stack([served.decode(p) for p in sorted(folder.rglob("ISIC_*"))])
+    members = [Predictor.load(repo / f"models/{b}/holdout/model.keras").predict(images)
+               for b in ("small_cnn", "small_functional_cnn")]
+    mean = (members[0] + members[1]) / 2
+    calibrated = np.exp(np.log(mean) / 2.0)
+    calibrated /= calibrated.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(served.predict(images), calibrated, atol=1e-5)
+
+    code, out, _ = run(repo, monkeypatch, capsys, folder, "--format", "json")
+    rows = json.loads(out)["predictions"]
+    assert [r["refer"]["above_threshold"] for r in rows] == list(calibrated[:, 1] >= 0.3)
+    assert not any(r["out_of_distribution"]["flagged"] for r in rows)
+
+    write_served(repo, ["small_cnn", "small_functional_cnn"], image_size=SIZE,
+                 ood_threshold=1e-6)  # every photo is far from the one reference image
+    code, out, _ = run(repo, monkeypatch, capsys, folder)
+    assert code == 0 and out.count("NOT LIKE A LESION PHOTO") == 3

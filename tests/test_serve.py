@@ -60,11 +60,12 @@ def png_header_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
-def test_good_image_gets_probabilities_from_the_best_model(client):
+def test_good_image_gets_probabilities_from_the_served_model(client):
     response = post(client, jpeg_bytes(lesion_photo(150)))
     assert response.status_code == 200, response.json
     body = response.json
-    assert body["model"] == "small_cnn" and body["backbone"] == "small_cnn"  # best by AUC
+    assert body["model"] == "small_cnn (holdout)" and body["backbone"] == "served"  # best AUC
+    assert body["refer"]["threshold"] == 0.5 and not body["out_of_distribution"]["flagged"]
     assert body["classes"] == ["benign", "malignant"]
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert body["predicted"] == max(body["probabilities"], key=body["probabilities"].get)
@@ -96,7 +97,7 @@ def test_api_and_its_photo_repeat_the_preprocessing_in_the_model_card(tmp_path):
                               ).test_client()
     photo = jpeg_bytes(dermoscope_photo(120))
     body = post(client, photo, heatmap="1").json
-    model = Predictor.load(path).model
+    model = Predictor.load(path).members[0]
     fed = load_image(photo, SIZE, Preprocessing(True, "shades_of_gray"))
     want = model.predict(fed[None].astype(np.float32), verbose=0)[0]
     assert list(body["probabilities"].values()) == pytest.approx(list(want), abs=1e-6)
@@ -142,7 +143,7 @@ def test_unknown_backbone_is_refused_and_never_becomes_a_path(client, backbone):
     response = post(client, jpeg_bytes(lesion_photo(60)), backbone=backbone)
     assert response.status_code == 400
     assert "unknown backbone" in response.json["error"]
-    assert "trained: small_cnn, small_functional_cnn" in response.json["error"]
+    assert "trained: served, small_cnn, small_functional_cnn" in response.json["error"]
 
 
 def test_api_404_and_405_are_json(client):
@@ -155,11 +156,13 @@ def test_page_lists_models_with_auc_and_the_notice(client):
     page = client.get("/").get_data(as_text=True)
     assert "Research tool, not a medical device" in page
     assert 'id="file"' in page and 'type="file"' in page
-    assert "small_cnn — test AUC 0.910 (best)" in page
-    assert "small_functional_cnn — test AUC 0.750" in page
+    # each entry shows the score of exactly that model, said as what it is
+    assert "small_cnn (holdout) (served) — ROC AUC 0.910, the 10 test images" in page
+    assert "small_cnn, one fold model — test AUC 0.910" in page
+    assert "small_functional_cnn, one fold model — test AUC 0.750" in page
     assert client.get("/static/app.js").status_code == 200
     models = client.get("/api/models").json["models"]
-    assert [m["backbone"] for m in models] == ["small_cnn", "small_functional_cnn"]
+    assert [m["backbone"] for m in models] == ["served", "small_cnn", "small_functional_cnn"]
 
 
 def test_models_load_once_and_stay_warm(repo, monkeypatch):

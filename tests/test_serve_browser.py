@@ -109,8 +109,10 @@ def test_upload_shows_probabilities_and_heatmap_then_errors(server, browser, tmp
     notice = browser.find_element(By.ID, "notice")
     assert notice.is_displayed() and "not a medical device" in notice.text
     picker = Select(browser.find_element(By.ID, "backbone"))
-    assert [o.text for o in picker.options] == ["small_cnn — test AUC 0.830 (best)",
-                                                "small_functional_cnn — test AUC 0.790"]
+    assert [o.text for o in picker.options] == [
+        "small_cnn (holdout) (served) — ROC AUC 0.830, the 10 test images of fold holdout",
+        "small_cnn, one fold model — test AUC 0.830",
+        "small_functional_cnn, one fold model — test AUC 0.790"]
 
     _upload(browser, photo)
     wait.until(EC.visibility_of_element_located((By.ID, "result")))

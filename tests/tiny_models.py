@@ -15,6 +15,7 @@ import numpy as np
 
 from stages.core.classifier import build_classifier, model_card
 from stages.core.model_io import write_model
+from stages.core.ood import OodGuard
 from stages.core.params import ModelConfig, load_params, model_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,13 +74,44 @@ def write_tiny_model(root: Path, backbone: str, image_size: int = 32,
     return path
 
 
+def write_guard(root: Path, backbone: str, ood_threshold: float = 1e9) -> None:
+    """models/<b>/holdout/ood.npz: one reference image at a fixed direction; the default
+    threshold flags nothing (tests of the flag set their own)."""
+    model = keras.models.load_model(root / "models" / backbone / "holdout" / "model.keras")
+    width = model.get_layer("pool").output.shape[-1]
+    OodGuard(np.eye(1, width, dtype=np.float32), ood_threshold).save(
+        root / "models" / backbone / "holdout" / "ood.npz")
+
+
+def write_served(root: Path, backbones: list[str], classes: list[str] = CLASSES,
+                 image_size: int = 32, temperature: float = 1.0, threshold: float = 0.5,
+                 ood_threshold: float = 1e9, preprocessing: dict | None = None) -> Path:
+    """models/served.json as compare writes it: these backbones' holdout models averaged."""
+    for b in backbones:
+        write_guard(root, b, ood_threshold)
+    card = {"name": "+".join(backbones) + " (holdout)", "classes": classes,
+            "members": [{"backbone": b, "fold": "holdout",
+                         "model": f"models/{b}/holdout/model.keras",
+                         "ood": f"models/{b}/holdout/ood.npz"} for b in backbones],
+            "calibration": {"method": "temperature", "temperature": temperature},
+            "decision": {"refer_classes": [classes[-1]], "threshold": threshold,
+                         "target_sensitivity": 0.85},
+            "estimate": {"how": "the 10 test images of fold holdout", "roc_auc": 0.8},
+            "image_size": image_size, "preprocessing": preprocessing or {}}
+    path = root / "models" / "served.json"
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
 def write_summary(root: Path, aucs: dict[str, float]) -> Path:
-    """metrics/summary.json as compare writes it, best = highest AUC."""
+    """metrics/summary.json as compare writes it, best = highest AUC, served = best."""
     best = max(aucs, key=aucs.get)
-    summary = {"best": best, "best_model": f"models/{best}/holdout/model.keras",
-               "serving_fold": "holdout", "rank_by": "roc_auc",
+    summary = {"best": best, "rank_by": "roc_auc",
                "scores": {b: {"roc_auc": auc, "accuracy": 0.5}
-                          for b, auc in sorted(aucs.items(), key=lambda kv: -kv[1])}}
+                          for b, auc in sorted(aucs.items(), key=lambda kv: -kv[1])},
+               "served": {"name": f"{best} (holdout)", "members": 1,
+                          "estimate": {"how": "the 10 test images of fold holdout",
+                                       "roc_auc": aucs[best]}}}
     path = root / "metrics" / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -119,8 +151,9 @@ def dermoscope_photo(size: int = 120, seed: int = 0) -> np.ndarray:
 
 def write_trained_repo(root: Path, aucs: dict[str, float], image_size: int = 32) -> Path:
     """A folder laid out like the repo after `dvc repro`: one tiny model per backbone in
-    `aucs` and a summary ranking them by those AUCs."""
+    `aucs`, a summary ranking them by those AUCs, and the best one served."""
     for backbone in aucs:
         write_tiny_model(root, backbone, image_size=image_size)
     write_summary(root, aucs)
+    write_served(root, [max(aucs, key=aucs.get)], image_size=image_size)
     return root

@@ -1,11 +1,12 @@
 """The out-of-distribution guard: is a photo like the images the model was trained on?
 
-The distance is Mahalanobis in the backbone's pooled-feature space: mean and (Ledoit-Wolf
-shrunk) covariance of the training images' features, so directions in which dermoscopy
-images vary little count most. The threshold is the 99th percentile of the validation
-images' distances: about 1 % of real lesion photos are flagged, and a cat, a cup of coffee
-or a screenshot, far from every lesion, is. evaluate fits it per model
-(models/<b>/<fold>/ood.npz); a flagged photo gets no confident class in predict and serve.
+The distance is the mean Euclidean distance of the photo's L2-normalised pooled backbone
+features to their K nearest training images' (k-NN in feature space, Sun et al. 2022). The
+threshold is the 99th percentile of the validation images' distances: about 1 % of real lesion
+photos are flagged, while a cat, a cup of coffee or a screenshot, far from every lesion, is.
+(A Mahalanobis distance to the training mean was tried first and let a document screenshot
+through: tests/test_ood.py.) evaluate fits one guard per model (models/<b>/<fold>/ood.npz);
+a flagged photo gets no class in predict and the web app.
 """
 
 from __future__ import annotations
@@ -14,22 +15,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
 
 from stages.core.files import atomic_path
 
 PERCENTILE = 99.0
+K = 5
+MAX_KEPT = 5000  # training images kept as neighbours: bounds the file and the search
+
+
+def _normalise(features: np.ndarray) -> np.ndarray:
+    features = features.astype(np.float32)
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass(frozen=True)
 class OodGuard:
-    mean: np.ndarray
-    precision: np.ndarray  # inverse covariance
+    reference: np.ndarray  # normalised training features (n, d)
     threshold: float
 
     def distance(self, features: np.ndarray) -> np.ndarray:
-        centred = features.astype(np.float64) - self.mean
-        return np.sqrt(np.einsum("ij,jk,ik->i", centred, self.precision, centred))
+        similarity = _normalise(features) @ self.reference.T
+        k = min(K, self.reference.shape[0])
+        nearest = -np.partition(-similarity, k - 1, axis=1)[:, :k]
+        return np.sqrt(np.maximum(2.0 - 2.0 * nearest, 0.0)).mean(axis=1)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Distance over threshold: above 1 means out of distribution."""
@@ -37,17 +45,18 @@ class OodGuard:
 
     def save(self, path: Path) -> None:
         with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(tmp, mean=self.mean, precision=self.precision,
-                     threshold=np.float64(self.threshold))
+            np.savez(tmp, reference=self.reference, threshold=np.float64(self.threshold))
 
     @classmethod
     def load(cls, path: Path) -> OodGuard:
         with np.load(path) as saved:
-            return cls(saved["mean"], saved["precision"], float(saved["threshold"]))
+            return cls(saved["reference"], float(saved["threshold"]))
 
 
-def fit_guard(train_features: np.ndarray, val_features: np.ndarray) -> OodGuard:
-    covariance = LedoitWolf().fit(train_features.astype(np.float64))
-    guard = OodGuard(covariance.location_, covariance.precision_, 1.0)
-    threshold = float(np.percentile(guard.distance(val_features), PERCENTILE))
-    return OodGuard(guard.mean, guard.precision, threshold)
+def fit_guard(train_features: np.ndarray, val_features: np.ndarray, seed: int = 0) -> OodGuard:
+    reference = _normalise(train_features)
+    if len(reference) > MAX_KEPT:
+        reference = reference[np.random.default_rng(seed).choice(len(reference), MAX_KEPT,
+                                                                 replace=False)]
+    guard = OodGuard(reference, 1.0)
+    return OodGuard(reference, float(np.percentile(guard.distance(val_features), PERCENTILE)))

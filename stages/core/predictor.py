@@ -75,6 +75,8 @@ class Predictor:
     def load(cls, path: Path) -> Predictor:
         """A served card (.json with members) or one model.keras (its ood.npz if beside it)."""
         path = Path(path)
+        if not path.exists():
+            raise ModelNotFoundError(f"{path} not found: run `dvc repro` (or `dvc pull`) first")
         if path.suffix == ".json":
             card = json.loads(path.read_text())
             root = path.parent.parent  # member paths are relative to the repository
