@@ -108,7 +108,7 @@ def main() -> None:
         workdir = Path(tmp)
         path, origin = model_file(args.backbone, size, workdir)
         predictor = Predictor.load(path)
-        model = predictor.model
+        model = predictor.members[0]  # the bare-model rows time the first member
         files = photo_files(workdir, args.batch)
         photo = files[0]
         with Image.open(photo) as img:
