@@ -27,12 +27,13 @@ from stages.core.paths import (
     LEADERBOARD_FILE,
     PREPARED_DIR,
     SERVED_CARD,
-    SPLIT_FILE,
+    SERVED_SUBGROUPS,
     SUMMARY_FILE,
     metrics_file,
 )
 from stages.core.served import build_served, member_mean
-from stages.core.shards import read_meta
+from stages.core.shards import read_meta, read_split_table
+from stages.core.subgroups import subgroup_metrics
 
 ENSEMBLE = "ensemble"
 COLUMNS = ("roc_auc", "balanced_accuracy", "average_precision", "sensitivity", "specificity",
@@ -115,8 +116,8 @@ def main() -> None:
     params = stage_params("compare")
     rank_by = choice(params, "compare.rank_by", COLUMNS)
     backbones, folds = get(params, "backbones"), get(params, "folds")
-    truth = pd.read_csv(SPLIT_FILE, dtype=str, keep_default_na=False).set_index("isic_id")[
-        "label"]
+    split_table = read_split_table()
+    truth = split_table["label"]
     rows = {name: summarize(read_fold_scores(name, folds)) for name in backbones}
     members = get(params, "compare.ensemble") or []
     if members:
@@ -126,15 +127,19 @@ def main() -> None:
                                 f"`backbones`; got {members}")
         rows[ENSEMBLE] = summarize(ensemble_scores(members, folds, truth))
     ranked = leaderboard(rows, rank_by)
+    resamples = number(params, "evaluate.bootstrap", 0, 100_000, integer=True)
     best = next(name for name, _ in ranked if name != ENSEMBLE)
-    card, reliability_rows = build_served(
+    card, result = build_served(
         members or [best], folds, str(get(params, "compare.serve")), truth,
-        number(params, "compare.target_sensitivity", 0.01, 1.0),
-        number(params, "evaluate.bootstrap", 0, 100_000, integer=True), get(params, "seed"))
+        number(params, "compare.target_sensitivity", 0.01, 1.0), resamples, get(params, "seed"))
     meta = read_meta(PREPARED_DIR)
     card |= {"image_size": meta["image_size"], "preprocessing": meta.get("preprocessing", {})}
     write_json(SERVED_CARD, card)
-    write_json(CALIBRATION_PLOT, {"reliability": reliability_rows})
+    write_json(CALIBRATION_PLOT, {"reliability": result.reliability})
+    scored = result.scored
+    write_json(SERVED_SUBGROUPS, subgroup_metrics(
+        split_table.loc[scored.ids, ["sex", "age", "site"]], scored.labels,
+        scored.probs, card["classes"], resamples, get(params, "seed")))
     summary = {
         "best": best,
         "rank_by": rank_by,

@@ -5,8 +5,9 @@ bootstrap intervals (`evaluate.bootstrap` resamples, stratified by class, seeded
 precision-recall and confusion-matrix data under metrics/plots/<backbone>/<fold>/ (drawn by
 `dvc plots show`), and the test AND validation predictions in the ISIC submission layout:
 compare fits calibration and the decision threshold on validation (or out-of-fold)
-predictions only. It also fits the out-of-distribution guard (core/ood.py) on the fold's
-training images and its validation images → models/<b>/<fold>/ood.npz.
+predictions only; metrics per subgroup (sex, age band, site: core/subgroups.py) go to
+metrics/subgroups/<b>/<fold>.json. It also fits the out-of-distribution guard (core/ood.py)
+on the fold's training images and its validation images → models/<b>/<fold>/ood.npz.
 With `evaluate.tta: true` the probabilities are averaged over the eight flips/rotations of
 each image (core/tta.py), as predict --tta and the web app do.
 """
@@ -32,8 +33,10 @@ from stages.core.paths import (
     ood_file,
     plots_dir,
     predictions_file,
+    subgroups_file,
 )
-from stages.core.shards import fold_parts, read_meta, read_parts, read_split
+from stages.core.shards import fold_parts, read_meta, read_parts, read_split, read_split_table
+from stages.core.subgroups import subgroup_metrics
 from stages.core.submission import write_submission
 from stages.core.tta import tta_predict
 
@@ -64,6 +67,9 @@ def main(backbone: str, fold: str) -> None:
         if part == "test":
             scores = with_intervals(split.labels, probs, classes, resamples, get(params, "seed"))
             write_json(metrics_file(backbone, fold), scores)
+            groups = read_split_table().loc[split.ids, ["sex", "age", "site"]]
+            write_json(subgroups_file(backbone, fold), subgroup_metrics(
+                groups, split.labels, probs, classes, resamples, get(params, "seed")))
             write_plots(plots_dir(backbone, fold), split.labels, probs, classes)
     _, features["train"] = run(read_parts(PREPARED_DIR, parts.train).images.astype("float32"))
     fit_guard(features["train"], features["val"]).save(ood_file(backbone, fold))

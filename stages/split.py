@@ -27,6 +27,7 @@ from stages.core.paths import (
     SPLIT_REJECTED_FILE,
 )
 from stages.core.reports import write_rejected
+from stages.core.subgroups import subgroup_columns
 
 
 def link_groups(items: pd.DataFrame) -> pd.Series:
@@ -130,6 +131,7 @@ def main() -> None:
         "label": items[label_column],
         "group": link_groups(items),
     })
+    frame = pd.concat([frame, subgroup_columns(items)], axis=1)
     n_folds, seed = fold_count(get(params, "folds")), get(params, "seed")
     if n_folds:
         frame["split"] = assign_folds(frame, n_folds, seed)

@@ -45,6 +45,13 @@ def predictions_file(backbone: str, fold: str, part: str = "test") -> Path:
     return Path("metrics/predictions") / backbone / str(fold) / f"{part}.csv"
 
 
+def subgroups_file(backbone: str, fold: str) -> Path:
+    return Path("metrics/subgroups") / backbone / f"{fold}.json"
+
+
+SERVED_SUBGROUPS = Path("metrics/subgroups/served.json")
+
+
 def ood_file(backbone: str, fold: str) -> Path:
     return model_dir(backbone, fold) / "ood.npz"
 

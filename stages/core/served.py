@@ -84,10 +84,17 @@ def _decision_scores(malignant: np.ndarray, refer: np.ndarray) -> dict:
             "specificity": float(np.mean(~refer[~malignant]))}
 
 
+@dataclass
+class Estimate:
+    scores: dict  # metrics with intervals, referral, calibration
+    reliability: list[dict]  # rows of the reliability diagram, before and after calibration
+    scored: Predictions  # the images scored, with their calibrated probabilities
+
+
 def estimate(fit_on: Predictions, test: Predictions, classes: list[str], target: float,
-             cross_fit: bool, resamples: int, seed: int) -> tuple[dict, list[dict]]:
+             cross_fit: bool, resamples: int, seed: int) -> Estimate:
     """The served model's scores on `test` with intervals, calibration before and after, and
-    sensitivity/specificity at the referral threshold; plus the reliability rows."""
+    sensitivity/specificity at the referral threshold."""
     calibrated = np.empty_like(test.probs)
     refer = np.zeros(len(test.labels), bool)
     for g in np.unique(test.groups):
@@ -118,20 +125,20 @@ def estimate(fit_on: Predictions, test: Predictions, classes: list[str], target:
         "ece_after": expected_calibration_error(test.labels, calibrated)}
     rows = [{**r, "calibration": "before"} for r in reliability(test.labels, test.probs)] + \
         [{**r, "calibration": "after"} for r in reliability(test.labels, calibrated)]
-    return scores, rows
+    return Estimate(scores, rows, Predictions(test.ids, test.labels, calibrated, test.groups))
 
 
 def build_served(backbones: list[str], folds: list, serve: str, truth: pd.Series,
-                 target: float, resamples: int, seed: int) -> tuple[dict, list[dict]]:
-    """The served card (without the image size and preprocessing, added by compare) and the
-    reliability rows of its estimate."""
+                 target: float, resamples: int, seed: int) -> tuple[dict, Estimate]:
+    """The served card (without the image size and preprocessing, added by compare) and its
+    estimate."""
     folds = [str(f) for f in folds]
     cross_validated = folds != [HOLDOUT]
     if cross_validated and serve == "ensemble":
         oof = _pooled(backbones, folds, "test", truth)
         classes = list(pd.read_csv(predictions_file(backbones[0], folds[0])).columns[1:])
         served_folds = folds
-        scores, rows = estimate(oof, oof, classes, target, True, resamples, seed)
+        result = estimate(oof, oof, classes, target, True, resamples, seed)
         how = (f"pooled out-of-fold predictions of the {len(folds)} fold models: each of the "
                f"{len(oof.labels)} images scored by the fold model that did not train on it "
                "(calibration and threshold cross-fitted on the other folds)")
@@ -144,7 +151,7 @@ def build_served(backbones: list[str], folds: list, serve: str, truth: pd.Series
         test = _pooled(backbones, [fold], "test", truth)
         classes = list(pd.read_csv(predictions_file(backbones[0], fold)).columns[1:])
         served_folds = [fold]
-        scores, rows = estimate(val, test, classes, target, False, resamples, seed)
+        result = estimate(val, test, classes, target, False, resamples, seed)
         how = (f"the {len(test.labels)} test images of fold {fold} (calibration and threshold "
                "fitted on its validation images)")
         final = fit_decision(val, classes, target)
@@ -159,6 +166,6 @@ def build_served(backbones: list[str], folds: list, serve: str, truth: pd.Series
         "decision": {"refer_classes": [classes[i] for i in malignant_classes(classes)],
                      "threshold": round(final.threshold, 6),
                      "target_sensitivity": target},
-        "estimate": {"how": how, **scores},
+        "estimate": {"how": how, **result.scores},
     }
-    return card, rows
+    return card, result

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import atomic_path, write_json
 from stages.core.params import ParamsError
-from stages.core.paths import HOLDOUT
+from stages.core.paths import HOLDOUT, SPLIT_FILE
 
 META_FILE = "meta.json"
 
@@ -112,6 +113,17 @@ def fold_parts(fold: str, parts: list[str]) -> FoldParts:
     val = (k + 1) % n
     return FoldParts([f"fold{j}" for j in range(n) if j not in (k, val)], f"fold{val}",
                      f"fold{k}")
+
+
+def read_split_table() -> pd.DataFrame:
+    """split.csv (isic_id, image, label, group, sex, age, site, split), indexed by isic_id."""
+    if not SPLIT_FILE.exists():
+        raise MissingInputError(f"{SPLIT_FILE} missing: run `dvc repro split` first")
+    table = pd.read_csv(SPLIT_FILE, dtype=str, keep_default_na=False).set_index("isic_id")
+    for column in ("sex", "age", "site"):  # a split.csv from before subgroups were kept
+        if column not in table:
+            table[column] = ""
+    return table
 
 
 def write_meta(data_dir: Path, meta: dict) -> None:
