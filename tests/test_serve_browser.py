@@ -15,7 +15,13 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO
-from tests.tiny_models import jpeg_bytes, lesion_photo, write_summary, write_tiny_model
+from tests.tiny_models import (
+    jpeg_bytes,
+    lesion_photo,
+    write_served,
+    write_summary,
+    write_tiny_model,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +44,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _serve(root: Path, ood_threshold: float):
     """`python -m stages.app.serve` in a folder laid out like the repo after `dvc repro`."""
-    root = tmp_path_factory.mktemp("served")
     for backbone in ("small_cnn", "small_functional_cnn"):
         write_tiny_model(root, backbone, image_size=SIZE)
     write_summary(root, {"small_cnn": 0.83, "small_functional_cnn": 0.79})
+    write_served(root, ["small_cnn"], image_size=SIZE, ood_threshold=ood_threshold)
     port = free_port()
     (root / "params.yaml").write_text(
         f"serve: {{port: {port}, max_upload_mb: 0.2, backbone: best, tta: false}}\n")
@@ -67,6 +72,17 @@ def server(tmp_path_factory):
     proc.terminate()
     proc.wait(timeout=20)
     log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from _serve(tmp_path_factory.mktemp("served"), ood_threshold=1e9)
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory):
+    """The served model's guard flags every photo (threshold ~0)."""
+    yield from _serve(tmp_path_factory.mktemp("strict"), ood_threshold=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +136,12 @@ def test_upload_shows_probabilities_and_heatmap_then_errors(server, browser, tmp
         "const h = document.getElementById('heatmap'); return h.complete && h.naturalWidth > 0"))
     bars = browser.find_elements(By.CSS_SELECTOR, "#bars li")
     assert sorted(b.get_attribute("data-class") for b in bars) == ["benign", "malignant"]
+    assert "the referral threshold (score" in browser.find_element(By.ID, "refer").text
+    assert not browser.find_element(By.ID, "ood").is_displayed()
     probs = [float(b.get_attribute("data-probability")) for b in bars]
     assert sum(probs) == pytest.approx(1.0, abs=1e-4) and probs == sorted(probs, reverse=True)
     assert browser.find_element(By.ID, "predicted").text == bars[0].get_attribute("data-class")
-    assert browser.find_element(By.ID, "model-name").text == "small_cnn"
+    assert browser.find_element(By.ID, "model-name").text == "small_cnn (holdout)"  # served
     assert not browser.find_element(By.ID, "error").is_displayed()
 
     # The opacity slider: End = 100 % (the heatmap alone), Home = 0 % (the photo alone).
@@ -179,3 +197,21 @@ def test_upload_shows_probabilities_and_heatmap_then_errors(server, browser, tmp
     wait.until(EC.text_to_be_present_in_element((By.ID, "error"), "0.2 MB limit"))
     browser.save_screenshot(str(tmp_path / "page-error.png"))
     print(f"screenshots in {tmp_path}")
+
+
+def test_a_photo_unlike_the_training_images_gets_a_warning_not_a_class(strict_server, browser,
+                                                                       tmp_path):
+    from skimage import data
+
+    url, _ = strict_server
+    cat = tmp_path / "chelsea.jpg"
+    cat.write_bytes(jpeg_bytes(data.chelsea()))
+    wait = WebDriverWait(browser, 60)
+    browser.get(url)
+    _upload(browser, cat)
+    warning = wait.until(EC.visibility_of_element_located((By.ID, "ood")))
+    assert "does not look like the dermoscopy images" in warning.text
+    assert not browser.find_element(By.ID, "bars").is_displayed()
+    assert not browser.find_element(By.CSS_SELECTOR, ".predicted").is_displayed()
+    assert not browser.find_element(By.ID, "refer").is_displayed()
+    browser.save_screenshot(str(tmp_path / "ood.png"))
