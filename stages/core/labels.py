@@ -195,3 +195,28 @@ def challenge_labels(onehot: pd.DataFrame) -> pd.DataFrame:
     reason = reason.mask(ones != 1, "one-hot row has " + ones.astype(str) + " classes set")
     reason = reason.mask(~ok_values, "one-hot row has values other than 0/1")
     return _finish(bm, cls, reason, pd.Series(False, index=onehot.index))
+
+
+def isic2017_labels(truth: pd.DataFrame) -> pd.DataFrame:
+    """Labels from the ISIC 2017 Part 3 ground truth (``melanoma``, ``seborrheic_keratosis``:
+    1/0 or 1.0/0.0; nevus when both are 0). Seborrheic keratosis is our benign keratosis
+    (the ISIC 2018 class that contains it)."""
+    values = truth[["melanoma", "seborrheic_keratosis"]].apply(pd.to_numeric, errors="coerce")
+    mel, sk = values["melanoma"] == 1, values["seborrheic_keratosis"] == 1
+    dx = pd.Series(NV, index=truth.index, dtype=object).mask(mel, MEL).mask(sk, BKL)
+    reason = pd.Series("", index=truth.index, dtype=object)
+    reason = reason.mask(mel & sk, "both melanoma and seborrheic_keratosis set")
+    reason = reason.mask(~values.isin([0, 1]).all(axis=1),
+                         "melanoma / seborrheic_keratosis values other than 0/1")
+    return _finish(pd.Series("", index=truth.index, dtype=object), dx, reason,
+                   pd.Series(True, index=truth.index))
+
+
+def isic2016_labels(values: pd.Series) -> pd.DataFrame:
+    """Labels from the ISIC 2016 Part 3 ground truth: benign|malignant, or 0/1 (0.0/1.0)."""
+    text = values.fillna("").astype(str).str.strip().str.lower()
+    table = {"benign": "benign", "malignant": "malignant", "0": "benign", "1": "malignant",
+             "0.0": "benign", "1.0": "malignant"}
+    bm, reason = _lookup(text, table, "ISIC 2016 label")
+    return _finish(bm, pd.Series("", index=values.index, dtype=object), reason,
+                   pd.Series(False, index=values.index))

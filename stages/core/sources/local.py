@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -18,13 +19,16 @@ from stages.core.labels import (
     CHALLENGE_CODES,
     challenge_labels,
     ham10000_labels,
+    isic2016_labels,
+    isic2017_labels,
     isic_labels,
 )
 
 CANONICAL = ["isic_id", "benign_malignant", "diagnosis", "lesion_id", "patient_id",
              "attribution", "copyright_license"]
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-LAYOUTS = ("isic-cli", "ham10000", "challenge")
+LAYOUTS = ("isic-cli", "ham10000", "challenge", "isic2016", "isic2017", "isic2020")
+ISIC_ID = re.compile(r"^ISIC_\d{7}$")
 
 
 def _csv_files(folder: Path) -> dict[Path, list[str]]:
@@ -45,8 +49,22 @@ def _is_ground_truth(header: list[str]) -> bool:
     return "image" in header and sum(c.upper() in CHALLENGE_CODES for c in header) >= 2
 
 
+def _is_isic2017(header: list[str]) -> bool:
+    return {"image_id", "melanoma", "seborrheic_keratosis"} <= set(header)
+
+
+def _is_isic2020(header: list[str]) -> bool:
+    return {"image_name", "patient_id", "benign_malignant"} <= set(header)
+
+
+def _is_isic2016(header: list[str]) -> bool:
+    """No header: the first row is already `ISIC_0000000,benign` (or 0/1)."""
+    return len(header) == 2 and bool(ISIC_ID.match(header[0])) and header[1].lower() in (
+        "benign", "malignant", "0", "1", "0.0", "1.0")
+
+
 def detect_layout(path: Path) -> str:
-    """Return "isic-cli", "ham10000" or "challenge" from the CSV headers in `path`."""
+    """The layout of the dataset folder `path`, from its CSV files (see LAYOUTS)."""
     path = Path(path)
     if not path.is_dir():
         raise MissingInputError(f"{path}: not a folder (expected a dataset folder)")
@@ -55,6 +73,10 @@ def detect_layout(path: Path) -> str:
         return "isic-cli"
     if any(_is_ham(h) for h in headers.values()):
         return "ham10000"
+    for layout, test in (("isic2017", _is_isic2017), ("isic2020", _is_isic2020),
+                         ("isic2016", _is_isic2016)):
+        if any(test(h) for h in headers.values()):
+            return layout
     if any(_is_ground_truth(h) for h in headers.values()):
         return "challenge"
     found = ", ".join(p.name for p in headers) or "no CSV file"
@@ -62,7 +84,9 @@ def detect_layout(path: Path) -> str:
         f"{path}: unrecognized dataset layout (found {found}). Expected one of: metadata.csv "
         "with an isic_id column (isic-cli); HAM10000_metadata.csv with image_id,dx "
         "(ham10000); a ground-truth CSV with an image column and one-hot class columns such "
-        "as MEL,NV,BCC (ISIC 2018/2019 challenge)")
+        "as MEL,NV,BCC (ISIC 2018/2019 challenge); image_id,melanoma,seborrheic_keratosis "
+        "(ISIC 2017); ISIC_xxxxxxx,benign|malignant without a header (ISIC 2016); train.csv "
+        "with image_name,patient_id,...,benign_malignant (SIIM-ISIC 2020)")
 
 
 def _list_images(root: Path, subfolders: bool) -> pd.DataFrame:
@@ -217,6 +241,45 @@ def _read_challenge(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                      _list_images(path, subfolders=True), ["image"], bad_rows)
 
 
+def _first_csv(path: Path, test, what: str) -> Path:
+    found = [p for p, h in _csv_files(path).items() if test(h)]
+    if not found:
+        raise DataError(f"{path}: no {what}")
+    return found[0]
+
+
+def _read_isic2017(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    meta, bad_rows = _read_csv(_first_csv(path, _is_isic2017, "ISIC 2017 ground truth CSV "
+                                          "(image_id,melanoma,seborrheic_keratosis)"))
+    ids = _text(meta, "image_id")
+    return _assemble(meta, ids, ids, isic2017_labels(meta), "image_id",
+                     _list_images(path, subfolders=True), ["image_id"], bad_rows)
+
+
+def _read_isic2016(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    found = _first_csv(path, _is_isic2016, "ISIC 2016 ground truth CSV (ISIC_xxxxxxx,label)")
+    with open(found, newline="", encoding="utf-8-sig") as handle:  # no header row
+        width = len(next(csv.reader(handle)))
+    tmp = pd.read_csv(found, header=None, dtype=str, keep_default_na=False)
+    if width != 2 or tmp.shape[1] != 2:
+        raise DataError(f"{found}: expected two columns (image id, label)")
+    meta = tmp.rename(columns={0: "image", 1: "label"}).astype(object)
+    meta["_where"] = [f"{found.name} row {n}" for n in range(1, len(meta) + 1)]
+    ids = _text(meta, "image")
+    return _assemble(meta, ids, ids, isic2016_labels(meta["label"]), "image",
+                     _list_images(path, subfolders=True), ["image", "label"],
+                     pd.DataFrame(columns=["item", "reason"]))
+
+
+def _read_isic2020(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    meta, bad_rows = _read_csv(_first_csv(path, _is_isic2020, "SIIM-ISIC 2020 train.csv "
+                                          "(image_name,patient_id,...,benign_malignant)"))
+    ids = _text(meta, "image_name")
+    # Its `diagnosis` uses the archive's legacy names ("unknown" for most benign images).
+    return _assemble(meta, ids, ids, isic_labels(meta), "image_name",
+                     _list_images(path, subfolders=True), ["image_name", "target"], bad_rows)
+
+
 def read_source(path: Path, layout: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a dataset folder into (items, rejected).
 
@@ -228,7 +291,8 @@ def read_source(path: Path, layout: str = "auto") -> tuple[pd.DataFrame, pd.Data
     if layout == "auto":
         layout = detect_layout(path)
     readers = {"isic-cli": _read_isic_cli, "ham10000": _read_ham10000,
-               "challenge": _read_challenge}
+               "challenge": _read_challenge, "isic2016": _read_isic2016,
+               "isic2017": _read_isic2017, "isic2020": _read_isic2020}
     if layout not in readers:
         raise DataError(f"unknown layout {layout!r}: expected 'auto' or one of {LAYOUTS}")
     return readers[layout](path)
