@@ -23,7 +23,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from stages.core import lite0
+from stages.core import lite
 from stages.core.images import Preprocessing, load_image
 from stages.core.sources.local import read_source
 
@@ -49,9 +49,9 @@ def main() -> None:
     args = parser.parse_args()
     items, _ = read_source(args.folder)
     labels = (items["benign_malignant"] == "malignant").to_numpy().astype(int)
-    base = lite0.build_efficientnet_lite0((args.size, args.size, 3), include_top=False,
+    base = lite.build_efficientnet_lite("lite0", (args.size, args.size, 3), include_top=False,
                                           pooling="avg")
-    lite0.load_imagenet_weights(base)
+    lite.load_imagenet_weights(base, "lite0")
     print(f"{len(labels)} images ({labels.sum()} malignant), {args.size} px", flush=True)
     for name, (crop, colour) in SETTINGS.items():
         images = np.stack([load_image(path, args.size, Preprocessing(crop, colour))

