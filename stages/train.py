@@ -2,17 +2,22 @@
 
 A pretrained backbone is frozen and only the new head learns, so large early gradients from
 a random head cannot wreck the ImageNet features; a backbone without pretrained weights
-trains whole. Curves go to metrics/training/<b>/<fold>/train (DVCLive). An interrupted run
-resumes from its last completed epoch (core/checkpoints.py).
+trains whole. With `train.solver: logistic` the linear head is instead a regularised
+logistic regression on the frozen features (core/linear_head.py). Curves go to
+metrics/training/<b>/<fold>/train (DVCLive). An interrupted run resumes from its last
+completed epoch (core/checkpoints.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from stages.core.classifier import build_classifier, compile_classifier, model_card, split_at_pool
 from stages.core.cli import parse_target, run_stage
 from stages.core.fold_data import backbone_features
 from stages.core.hardware import Hardware
-from stages.core.params import fit_config, model_config, stage_params
+from stages.core.linear_head import fit_linear_head
+from stages.core.params import fit_config, model_config, stage_params, train_solver
 from stages.core.phase import Built, Phase, run_phase
 from stages.core.shards import Split
 
@@ -21,6 +26,7 @@ def main(backbone: str, fold: str) -> None:
     params = stage_params("train", {"backbone": backbone, "fold": fold})
     cfg = model_config(params, backbone)
     fit = fit_config(params, f"models.{backbone}.train")
+    solver = train_solver(params, backbone)
 
     def build(train: Split, val: Split, meta: dict, hardware: Hardware) -> Built:
         model = build_classifier(cfg, meta["image_size"], len(meta["classes"]))
@@ -34,13 +40,22 @@ def main(backbone: str, fold: str) -> None:
                           for split in (train, val))
         compile_classifier(fitted, fit.lr)
         trainable = sum(int(w.shape.num_elements() or 0) for w in fitted.trainable_weights)
+        note = f"{fit.epochs} epochs"
+        if solver == "logistic":
+            kernel, bias, c = fit_linear_head(train.images, train.labels, train.ids,
+                                              len(meta["classes"]))
+            model.get_layer("probs").set_weights([kernel, bias])
+            note = f"logistic regression on {len(train.labels)} feature vectors, C={c:.3g}"
         return Built(model, model_card(cfg, meta["image_size"], meta["classes"],
                                        meta.get("preprocessing")),
                      train, val, fitted=fitted,
                      note=f"{cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
-                          f"parameters, {fit.epochs} epochs")
+                          f"parameters, {note}")
 
-    run_phase(Phase("train", "head.keras", fit), backbone, fold, params, build)
+    # The logistic head is fitted in build; no gradient epochs follow.
+    epochs = fit.epochs if solver == "adam" else 0
+    run_phase(Phase("train", "head.keras", replace(fit, epochs=epochs)), backbone, fold,
+              params, build)
 
 
 if __name__ == "__main__":

@@ -47,11 +47,18 @@ def test_repro_writes_every_declared_output(project):
         scores = _read_json(project, f"metrics/backbones/{name}/holdout.json")
         assert set(scores) >= METRIC_KEYS, name
         assert 0.0 <= scores["roc_auc"] <= 1.0
-        predictions = pd.read_csv(root / f"metrics/predictions/{name}/holdout.csv")
-        assert list(predictions.columns) == ["image", "benign", "malignant"]
-        assert len(predictions) == (split["split"] == "test").sum()
+        for part in ("test", "val"):
+            predictions = pd.read_csv(root / f"metrics/predictions/{name}/holdout/{part}.csv")
+            assert list(predictions.columns) == ["image", "benign", "malignant"]
+            assert len(predictions) == (split["split"] == part).sum()
+        assert (root / f"models/{name}/holdout/ood.npz").exists()
+        assert (root / f"metrics/subgroups/{name}/holdout.json").exists()
     summary = _read_json(project, "metrics/summary.json")
     assert summary["best"] in TINY["backbones"]
+    served = _read_json(project, "models/served.json")
+    assert [m["backbone"] for m in served["members"]] == [summary["best"]]
+    assert served["estimate"]["roc_auc"] == summary["scores"][summary["best"]]["roc_auc"]
+    assert (root / "metrics/plots/served/reliability.json").exists()
     assert "| 1 |" in (root / "metrics/leaderboard.md").read_text()
     for path in ("saved_model/saved_model.pb", "model.tflite", "model.json"):
         assert (root / "models/export" / path).exists(), path
@@ -78,10 +85,12 @@ def test_one_backbone_change_reruns_only_its_stages_and_compare(project):
     project.set_params({"models": {"small_cnn": {"finetune": {"lr": 1.0e-3}}}})
     status = project.dvc("status", "--json").stdout
     assert set(json.loads(status)) == {"finetune@small_cnn-holdout"}
+    served_before = _read_json(project, "models/served.json")
     ran = project.stages_run(project.dvc("repro").stdout)
-    # export serves the best model, so it follows compare
+    # export follows the served model: it reruns only when models/served.json changed
+    served_changed = _read_json(project, "models/served.json") != served_before
     assert ran == {"finetune@small_cnn-holdout", "evaluate@small_cnn-holdout", "compare",
-                   "export"}
+                   *(["export"] if served_changed else [])}
     project.git("add", "-A")
     project.git("commit", "-qm", "small_cnn: finetune lr 1e-3")
 
@@ -179,7 +188,7 @@ def test_multiclass_task_on_a_ham10000_folder(tmp_path):
     lesion_of = dict(zip(meta["image_id"], meta["lesion_id"], strict=True))
     assert (split.groupby(split["isic_id"].map(lesion_of))["split"].nunique() == 1).all()
     predictions = pd.read_csv(
-        project.root / "metrics/predictions/small_functional_cnn/holdout.csv")
+        project.root / "metrics/predictions/small_functional_cnn/holdout/test.csv")
     assert list(predictions.columns) == ["image", "benign keratosis", "melanoma", "nevus"]
     scores = _read_json(project, "metrics/backbones/small_functional_cnn/holdout.json")
     assert len(scores["confusion_matrix"]["rows_true_cols_pred"]) == 3

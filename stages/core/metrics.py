@@ -21,6 +21,11 @@ def positive_class(classes: list[str]) -> int:
     return len(classes) - 1
 
 
+def slug(name: str) -> str:
+    """A class name as part of a metric key: 'benign keratosis' → 'benign_keratosis'."""
+    return name.replace(" ", "_")
+
+
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     y_pred = probs.argmax(axis=1)
     labels = list(range(len(classes)))
@@ -60,6 +65,12 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
                 (confusion.sum() - confusion[c].sum() - confusion[:, c].sum() + confusion[c, c])
                 / max(1, confusion.sum() - confusion[c].sum()) for c in labels])),
         }
+        # Each class against the rest, as the ISIC 2017 ranking scored melanoma and
+        # seborrheic keratosis.
+        for c in scored:
+            result[f"roc_auc_{slug(classes[c])}"] = skm.roc_auc_score(onehot[:, c], probs[:, c])
+            result[f"average_precision_{slug(classes[c])}"] = skm.average_precision_score(
+                onehot[:, c], probs[:, c])
     result = {k: v if v is None or isinstance(v, int) else round(float(v), 6)
               for k, v in result.items()}
     result["confusion_matrix"] = {"labels": classes, "rows_true_cols_pred": confusion.tolist()}
@@ -80,24 +91,21 @@ def curve_points(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> d
     }
 
 
-INTERVAL_METRICS = ("roc_auc", "balanced_accuracy", "sensitivity", "specificity")
-
-
 def bootstrap_intervals(y_true: np.ndarray, score: Callable[[np.ndarray], dict],
                         resamples: int, seed: int) -> dict[str, float]:
-    """95 % percentile intervals of the INTERVAL_METRICS that `score(indices)` returns, over
-    `resamples` bootstrap resamples drawn within each class (stratified: every resample keeps
-    the class counts, so AUC is always defined), seeded. Keys: <metric>_ci_low/_ci_high."""
+    """95 % percentile intervals of the metrics `score(indices)` returns, over `resamples`
+    bootstrap resamples drawn within each class (stratified: every resample keeps the class
+    counts, so AUC is always defined), seeded. Keys: <metric>_ci_low/_ci_high."""
     if resamples == 0:
         return {}
     rng = np.random.default_rng(seed)
     by_class = [np.flatnonzero(y_true == c) for c in np.unique(y_true)]
-    draws: dict[str, list[float]] = {m: [] for m in INTERVAL_METRICS}
+    draws: dict[str, list[float]] = {}
     for _ in range(resamples):
         sample = score(np.concatenate([rng.choice(ix, len(ix)) for ix in by_class]))
-        for m in INTERVAL_METRICS:
-            if sample.get(m) is not None:
-                draws[m].append(sample[m])
+        for m, value in sample.items():
+            if value is not None:
+                draws.setdefault(m, []).append(value)
     out = {}
     for m, values in draws.items():
         if values:
@@ -115,8 +123,9 @@ def _auc(truth: np.ndarray, score: np.ndarray) -> float:
 
 
 def interval_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """The INTERVAL_METRICS exactly as classification_metrics defines them, fast enough to
-    run a thousand times (it needs every class present, which a stratified resample keeps)."""
+    """ROC AUC (and per class with several), balanced accuracy, sensitivity and specificity
+    exactly as classification_metrics defines them, fast enough to run a thousand times (it
+    needs every class present, which a stratified resample keeps)."""
     y_pred = probs.argmax(axis=1)
     n = len(classes)
     recall = np.array([np.mean(y_pred[y_true == c] == c) for c in range(n)
@@ -131,7 +140,11 @@ def interval_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -
         present = [c for c in range(n) if (y_true == c).any()]
         sens = float(recall.mean())
         spec = float(np.mean([np.mean(y_pred[y_true != c] != c) for c in range(n)]))
-        auc = float(np.mean([_auc((y_true == c).astype(int), probs[:, c]) for c in present]))
+        per_class = {f"roc_auc_{slug(classes[c])}": _auc((y_true == c).astype(int), probs[:, c])
+                     for c in present}
+        auc = float(np.mean(list(per_class.values())))
+        return {"roc_auc": auc, "balanced_accuracy": float(recall.mean()), "sensitivity": sens,
+                "specificity": spec, **per_class}
     return {"roc_auc": auc, "balanced_accuracy": float(recall.mean()), "sensitivity": sens,
             "specificity": spec}
 

@@ -148,6 +148,23 @@ def fit_config(params: dict[str, Any], key: str) -> FitConfig:
     )
 
 
+SOLVERS = ("adam", "logistic")
+
+
+def train_solver(params: dict[str, Any], name: str) -> str:
+    """How train fits the head: `adam` (gradient steps, `epochs` of them) or `logistic` (a
+    regularised linear model on the frozen features, core/linear_head.py)."""
+    solver = choice(params, f"models.{name}.train.solver", SOLVERS)
+    if solver == "logistic":
+        if get(params, f"models.{name}.weights") is None:
+            raise ParamsError(f"params.yaml: models.{name}.train.solver logistic needs "
+                              "pretrained weights (its backbone stays frozen)")
+        if get(params, f"models.{name}.head.dense"):
+            raise ParamsError(f"params.yaml: models.{name}.train.solver logistic needs a "
+                              "linear head (head.dense: [])")
+    return solver
+
+
 def finetune_config(params: dict[str, Any], name: str) -> FinetuneConfig:
     """The validated `models.<name>.finetune` section."""
     key = f"models.{name}.finetune"
