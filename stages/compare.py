@@ -102,6 +102,10 @@ def served_markdown(card: dict) -> str:
         f"Estimate from {est['how']}.\n",
         f"- ROC AUC {interval(est, 'roc_auc')}; balanced accuracy "
         f"{interval(est, 'balanced_accuracy')} (arg-max)",
+        *(["- one vs rest: " + ", ".join(
+            f"{k.removeprefix('roc_auc_').replace('_', ' ')} AUC {interval(est, k)}"
+            for k in est if k.startswith("roc_auc_") and not k.endswith(("_low", "_high")))]
+          if len(card["classes"]) > 2 else []),
         f"- referral threshold {card['decision']['threshold']:.3f} on P("
         f"{' + '.join(card['decision']['refer_classes'])}), chosen for sensitivity "
         f"{ref['target_sensitivity']:.2f}: sensitivity {interval(ref, 'sensitivity')}, "
@@ -109,6 +113,11 @@ def served_markdown(card: dict) -> str:
         f"- calibration (temperature {card['calibration']['temperature']:.3f}): Brier "
         f"{cal['brier_before']:.3f} → {cal['brier_after']:.3f}, ECE {cal['ece_before']:.3f} → "
         f"{cal['ece_after']:.3f}",
+        *([f"- **lockbox**: {box['how']}: ROC AUC {interval(box, 'roc_auc')}, balanced "
+           f"accuracy {interval(box, 'balanced_accuracy')}; at the referral threshold "
+           f"sensitivity {interval(box['referral'], 'sensitivity')}, specificity "
+           f"{interval(box['referral'], 'specificity')}"]
+          if (box := card.get("lockbox")) else []),
     ]) + "\n"
 
 

@@ -27,6 +27,7 @@ from stages.core.model_io import load_model
 from stages.core.ood import fit_guard
 from stages.core.params import flag, get, number, stage_params
 from stages.core.paths import (
+    LOCKBOX,
     PREPARED_DIR,
     metrics_file,
     model_dir,
@@ -55,11 +56,15 @@ def main(backbone: str, fold: str) -> None:
     resamples = number(params, "evaluate.bootstrap", 0, 100_000, integer=True)
     model, card = load_model(model_dir(backbone, fold) / "model.keras")
     classes = card["classes"]
-    parts = fold_parts(fold, list(read_meta(PREPARED_DIR)["counts"]))
+    prepared = list(read_meta(PREPARED_DIR)["counts"])
+    parts = fold_parts(fold, prepared)
     run = probs_and_features(model)
     features = {}
-    for part, split in (("test", read_split(PREPARED_DIR, parts.test)),
-                        ("val", read_split(PREPARED_DIR, parts.val))):
+    scored = {"test": parts.test, "val": parts.val}
+    if LOCKBOX in prepared:  # predicted for compare's one look at the served model
+        scored[LOCKBOX] = LOCKBOX
+    for part, name in scored.items():
+        split = read_split(PREPARED_DIR, name)
         probs, features[part] = run(split.images.astype("float32"))
         if tta:
             probs = tta_predict(model, split.images)

@@ -6,6 +6,10 @@ cross-validation folds (fold0..foldK-1), each fold in turn the test set (see sha
 Images of one lesion, or of one patient, look alike; if they sat in two splits the test score
 would measure memory, not skill. So items linked by lesion_id or patient_id form one group,
 groups never straddle splits, and each split keeps the class balance (StratifiedGroupKFold).
+
+`split.lockbox` (a fraction, 0 = none) first sets aside that share of the groups as
+`lockbox`: no model trains, validates or is chosen on it; evaluate predicts it and compare
+scores the served model on it, the one estimate that took no part in choosing anything.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from stages.core.files import write_json
 from stages.core.params import choice, get, number, stage_params
 from stages.core.paths import (
     HOLDOUT,
+    LOCKBOX,
     RAW_DIR,
     SPLIT_COUNTS_FILE,
     SPLIT_FILE,
@@ -87,6 +92,17 @@ def assign_folds(frame: pd.DataFrame, n_folds: int, seed: int) -> pd.Series:
     return split
 
 
+def assign(frame: pd.DataFrame, n_folds: int, val: float, test: float, lockbox: float,
+           seed: int) -> pd.Series:
+    """Each row's part: `lockbox` first (that share of the groups, if any), then folds
+    fold0..foldK-1 (n_folds > 0) or train/val/test of what is left."""
+    split = pd.Series(LOCKBOX, index=frame.index)
+    dev = frame.index if lockbox == 0 else _hold_out(frame, lockbox, seed + 1)[0]
+    split[dev] = (assign_folds(frame.loc[dev], n_folds, seed) if n_folds else
+                  assign_splits(frame.loc[dev], val=val, test=test, seed=seed))
+    return split
+
+
 def fold_count(folds: list) -> int:
     """0 for [holdout]; K for [0, 1, ..., K-1]."""
     if folds == [HOLDOUT]:
@@ -132,12 +148,11 @@ def main() -> None:
         "group": link_groups(items),
     })
     frame = pd.concat([frame, subgroup_columns(items)], axis=1)
-    n_folds, seed = fold_count(get(params, "folds")), get(params, "seed")
-    if n_folds:
-        frame["split"] = assign_folds(frame, n_folds, seed)
-    else:
-        frame["split"] = assign_splits(frame, val=number(params, "split.val", 0.01, 0.5),
-                                       test=number(params, "split.test", 0.01, 0.5), seed=seed)
+    frame["split"] = assign(frame, fold_count(get(params, "folds")),
+                            val=number(params, "split.val", 0.01, 0.5),
+                            test=number(params, "split.test", 0.01, 0.5),
+                            lockbox=number(params, "split.lockbox", 0.0, 0.5),
+                            seed=get(params, "seed"))
     SPLIT_FILE.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(SPLIT_FILE, index=False)
 

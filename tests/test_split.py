@@ -5,7 +5,14 @@ import pytest
 
 from stages.core.errors import PipelineError
 from stages.core.shards import fold_parts
-from stages.split import assign_folds, assign_splits, check_class_sizes, fold_count, link_groups
+from stages.split import (
+    assign,
+    assign_folds,
+    assign_splits,
+    check_class_sizes,
+    fold_count,
+    link_groups,
+)
 
 
 def _items(n_lesions: int, images_per_lesion: int, malignant_every: int = 3) -> pd.DataFrame:
@@ -92,3 +99,23 @@ def test_fold_count_reads_the_folds_param(folds, count):
 def test_bad_folds_param_is_named(folds):
     with pytest.raises(PipelineError, match="'folds' must be"):
         fold_count(folds)
+
+
+@pytest.mark.parametrize("n_folds", [0, 5])
+def test_lockbox_is_set_aside_first_grouped_and_never_a_training_part(n_folds):
+    items = _items(n_lesions=200, images_per_lesion=2)
+    frame = items.assign(group=link_groups(items))
+    split = assign(frame, n_folds, val=0.15, test=0.2, lockbox=0.2, seed=3)
+    frame["split"] = split
+    assert 0.15 < (split == "lockbox").mean() < 0.25
+    assert (frame.groupby("group")["split"].nunique() == 1).all()  # no group straddles
+    box = frame[split == "lockbox"]
+    assert 0.25 < (box["label"] == "malignant").mean() < 0.42  # stratified (1 in 3)
+    parts = sorted(set(split) - {"lockbox"})
+    assert parts == (["test", "train", "val"] if n_folds == 0 else
+                     [f"fold{k}" for k in range(5)])
+    used = fold_parts(0 if n_folds else "holdout", [*parts, "lockbox"])
+    assert "lockbox" not in [*used.train, used.val, used.test]
+    # Without a lockbox the parts are exactly what they were before.
+    plain = assign(frame, n_folds, val=0.15, test=0.2, lockbox=0.0, seed=3)
+    assert "lockbox" not in set(plain)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HOLDOUT = "holdout"  # the fold name of a single train / val / test split
+LOCKBOX = "lockbox"  # the split part set aside from all training and choosing (split.lockbox)
 RAW_DIR = Path("data/raw")
 SPLIT_FILE = Path("data/interim/split.csv")
 SPLIT_REJECTED_FILE = Path("data/interim/split_rejected.csv")

@@ -30,7 +30,7 @@ from stages.core.calibration import (
 )
 from stages.core.errors import MissingInputError
 from stages.core.metrics import bootstrap_intervals, with_intervals
-from stages.core.paths import HOLDOUT, model_dir, ood_file, predictions_file
+from stages.core.paths import HOLDOUT, LOCKBOX, model_dir, ood_file, predictions_file
 
 
 @dataclass
@@ -128,6 +128,29 @@ def estimate(fit_on: Predictions, test: Predictions, classes: list[str], target:
     return Estimate(scores, rows, Predictions(test.ids, test.labels, calibrated, test.groups))
 
 
+def _lockbox_scores(backbones: list[str], folds: list[str], truth: pd.Series,
+                    classes: list[str], decision: Decision, resamples: int,
+                    seed: int) -> dict | None:
+    """The served model itself (every member, the final calibration and threshold) on the
+    lockbox images, when split.lockbox set some aside; None otherwise."""
+    if not predictions_file(backbones[0], folds[0], LOCKBOX).exists():
+        return None
+    tables = [member_mean([b], f, LOCKBOX, truth, classes) for b in backbones for f in folds]
+    order, labels = tables[0][0].index, tables[0][1]
+    probs = apply_temperature(np.mean([t.loc[order].to_numpy() for t, _ in tables], axis=0),
+                              decision.temperature)
+    scores = with_intervals(labels, probs, classes, resamples, seed)
+    scores.pop("confusion_matrix")
+    malignant = np.isin(labels, malignant_classes(classes))
+    refer = refer_score(probs, classes) >= decision.threshold
+    scores["referral"] = {**_decision_scores(malignant, refer), **bootstrap_intervals(
+        malignant.astype(int), lambda ix: _decision_scores(malignant[ix], refer[ix]),
+        resamples, seed)}
+    return {"how": f"the served model on the {len(labels)} lockbox images (split.lockbox), "
+                   "which took no part in training, calibration, thresholds or choices",
+            **scores}
+
+
 def build_served(backbones: list[str], folds: list, serve: str, truth: pd.Series,
                  target: float, resamples: int, seed: int) -> tuple[dict, Estimate]:
     """The served card (without the image size and preprocessing, added by compare) and its
@@ -155,6 +178,7 @@ def build_served(backbones: list[str], folds: list, serve: str, truth: pd.Series
         how = (f"the {len(test.labels)} test images of fold {fold} (calibration and threshold "
                "fitted on its validation images)")
         final = fit_decision(val, classes, target)
+    lockbox = _lockbox_scores(backbones, served_folds, truth, classes, final, resamples, seed)
     members = [{"backbone": b, "fold": f, "model": str(model_dir(b, f) / "model.keras"),
                 "ood": str(ood_file(b, f))} for b in backbones for f in served_folds]
     card = {
@@ -167,5 +191,6 @@ def build_served(backbones: list[str], folds: list, serve: str, truth: pd.Series
                      "threshold": round(final.threshold, 6),
                      "target_sensitivity": target},
         "estimate": {"how": how, **result.scores},
+        **({"lockbox": lockbox} if lockbox else {}),
     }
     return card, result
