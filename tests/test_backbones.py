@@ -100,3 +100,15 @@ def test_models_with_scaling_layers_survive_save_and_load(params, tmp_path, name
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-6)
     assert card["classes"] == ["a", "b"]
+
+
+def test_identical_weights_give_identical_model_files(tmp_path):
+    import time
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="probs")])
+    write_model(model, tmp_path / "a/model.keras", {"name": "a"})
+    time.sleep(1.1)  # a second later: Keras' own save date would differ
+    write_model(model, tmp_path / "b/model.keras", {"name": "a"})
+    assert (tmp_path / "a/model.keras").read_bytes() == (tmp_path / "b/model.keras").read_bytes()
+    loaded, _ = load_model(tmp_path / "b/model.keras")
+    np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import keras
@@ -11,11 +12,31 @@ from stages.core import layers  # noqa: F401 -- registers our custom layers for 
 from stages.core.errors import MissingInputError
 from stages.core.files import atomic_path, write_json
 
+# What a .keras archive says about when it was written; fixed, so that identical weights give
+# an identical file (and DVC sees an unchanged output, rerunning nothing downstream).
+FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+FIXED_SAVE_DATE = "1980-01-01@00:00:00"
+
+
+def _without_save_time(archive: Path) -> None:
+    """Rewrite a .keras zip with fixed entry times and metadata.json's date_saved fixed."""
+    with zipfile.ZipFile(archive) as source:
+        entries = [(info, source.read(info)) for info in source.infolist()]
+    with zipfile.ZipFile(archive, "w") as target:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                data = json.dumps({**json.loads(data), "date_saved": FIXED_SAVE_DATE}).encode()
+            stable = zipfile.ZipInfo(info.filename, date_time=FIXED_ZIP_TIME)
+            stable.compress_type, stable.external_attr = info.compress_type, info.external_attr
+            target.writestr(stable, data)
+
 
 def write_model(model: keras.Model, path: Path, card: dict) -> None:
-    """Save as .keras atomically, with its model card beside it."""
+    """Save as .keras atomically and byte-stable (same weights, same bytes), with its model
+    card beside it."""
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
+        _without_save_time(tmp)
     write_json(path.with_suffix(".json"), card)
 
 
