@@ -40,17 +40,18 @@ def main(backbone: str, fold: str) -> None:
                           for split in (train, val))
         compile_classifier(fitted, fit.lr)
         trainable = sum(int(w.shape.num_elements() or 0) for w in fitted.trainable_weights)
-        note = f"{fit.epochs} epochs"
+        note, summary = f"{fit.epochs} epochs", {}
         if solver == "logistic":
             kernel, bias, c = fit_linear_head(train.images, train.labels, train.ids,
                                               len(meta["classes"]))
             model.get_layer("probs").set_weights([kernel, bias])
             note = f"logistic regression on {len(train.labels)} feature vectors, C={c:.3g}"
+            summary = {"logistic_C": c}
         return Built(model, model_card(cfg, meta["image_size"], meta["classes"],
                                        meta.get("preprocessing")),
                      train, val, fitted=fitted,
                      note=f"{cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
-                          f"parameters, {note}")
+                          f"parameters, {note}", summary=summary)
 
     # The logistic head is fitted in build; no gradient epochs follow.
     epochs = fit.epochs if solver == "adam" else 0

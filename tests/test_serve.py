@@ -194,7 +194,7 @@ def test_no_trained_model_yet(tmp_path):
 
 def test_serve_settings_from_params(params):
     assert serve.settings(params) == {"port": 8000, "max_upload_mb": 10,
-                                      "default_backbone": "best", "tta": False}
+                                      "default_backbone": "served", "tta": False, "threads": 8}
     params["serve"] |= {"port": 8123, "tta": True, "backbone": "small_cnn"}
     got = serve.settings(params)
     assert got["port"] == 8123 and got["tta"] is True and got["default_backbone"] == "small_cnn"

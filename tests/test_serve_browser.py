@@ -52,7 +52,8 @@ def _serve(root: Path, ood_threshold: float):
     write_served(root, ["small_cnn"], image_size=SIZE, ood_threshold=ood_threshold)
     port = free_port()
     (root / "params.yaml").write_text(
-        f"serve: {{port: {port}, max_upload_mb: 0.2, backbone: best, tta: false}}\n")
+        f"serve: {{port: {port}, max_upload_mb: 0.2, backbone: served, tta: false, "
+        "threads: 4}\n")
     log = (root / "server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "stages.app.serve"], cwd=root, stdout=log,
                             stderr=subprocess.STDOUT,

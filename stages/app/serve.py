@@ -1,4 +1,5 @@
-"""The web app: `make serve` (python -m stages.app.serve) → http://127.0.0.1:8000.
+"""The web app: `make serve` (python -m stages.app.serve) → http://127.0.0.1:8000, served by
+waitress (a production WSGI server) with `serve.threads` threads.
 
 Upload a lesion photo, see each class's probability, the predicted class and a Grad-CAM
 heatmap of where the model looked; pick any evaluated backbone. The same prediction is a JSON
@@ -22,6 +23,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import waitress
 from flask import Flask, jsonify, render_template, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -153,7 +155,7 @@ class Models:
 def create_app(
     models_dir: Path = MODELS_DIR,
     summary_path: Path = SUMMARY_FILE,
-    default_backbone: str = "best",
+    default_backbone: str = SERVED,
     max_upload_mb: float = 10,
     tta: bool = False,
 ) -> Flask:
@@ -217,12 +219,13 @@ def settings(params: dict) -> dict:
     return {"port": number(params, "serve.port", 1, 65535, integer=True),
             "max_upload_mb": number(params, "serve.max_upload_mb", 0.001, 1024),
             "default_backbone": str(get(params, "serve.backbone")),
-            "tta": flag(params, "serve.tta")}
+            "tta": flag(params, "serve.tta"),
+            "threads": number(params, "serve.threads", 1, 256, integer=True)}
 
 
 def main(port: int | None = None) -> None:
     config = settings(load_params())
-    default_port = config.pop("port")
+    default_port, threads = config.pop("port"), config.pop("threads")
     port = port or default_port
     app = create_app(**config)
     models = app.extensions["models"]
@@ -230,14 +233,15 @@ def main(port: int | None = None) -> None:
         first = models.default_backbone()
     except ApiError as err:
         raise ModelNotFoundError(str(err)) from None
-    if config["default_backbone"] not in ("best", first):
+    if config["default_backbone"] not in ("best", SERVED, first):
         print(f"serve.backbone '{config['default_backbone']}' has no trained model; "
               f"starting with {first}", flush=True)
     print(f"loading {first} ...", flush=True)
     models.get(first)  # warm before the first visitor, and fail now if it cannot load
     print(f"serving on http://127.0.0.1:{port}  (a research tool, not a medical device)",
           flush=True)
-    app.run(host="127.0.0.1", port=port, threaded=True)
+    # waitress: a production WSGI server (pure Python, threads); Flask's own is for debugging.
+    waitress.serve(app, host="127.0.0.1", port=port, threads=threads, ident="skin-lesion")
 
 
 if __name__ == "__main__":

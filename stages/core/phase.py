@@ -35,6 +35,7 @@ class Built:
     fitted: keras.Model | None = None  # what trains, if not `model` (e.g. the head alone)
     callbacks: Sequence[keras.callbacks.Callback] = field(default_factory=list)
     note: str = ""  # one line on the terminal: what trains
+    summary: dict = field(default_factory=dict)  # extra figures for the phase's metrics.json
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def run_phase(phase: Phase, backbone: str, fold: str, params: dict,
         checkpoints = Checkpoints(phase.stage, f"{backbone}-{fold}", fingerprint(
             {"params": params, "fold": fold}, [PREPARED_DIR, AUGMENTED_DIR, *phase.inputs]))
     fit_resumable(built.fitted or built.model, built.train, built.val, len(meta["classes"]),
-                  phase.fit, seed, checkpoints, name, hardware, built.callbacks)
+                  phase.fit, seed, checkpoints, name, hardware, built.callbacks, built.summary)
     if hardware.is_chief:
         write_model(built.model, model_dir(backbone, fold) / phase.output, built.card)
         checkpoints.finish(training_log_dir(backbone, fold, phase.stage))
@@ -80,7 +81,8 @@ def run_phase(phase: Phase, backbone: str, fold: str, params: dict,
 
 def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, fit: FitConfig,
                   seed: int, checkpoints: Checkpoints, name: str, hardware: Hardware,
-                  callbacks: Sequence[keras.callbacks.Callback] = ()) -> int:
+                  callbacks: Sequence[keras.callbacks.Callback] = (),
+                  summary: dict | None = None) -> int:
     """Train for `fit.epochs` epochs (train_loop.fit_epochs), resumed from `checkpoints` when
     a backup exists.
 
@@ -108,4 +110,8 @@ def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, 
         fit_epochs(model, batches, steps, val_data, fit.batch_size, fit.epochs, start,
                    [DVCLiveCallback(live=live), *callbacks,
                     SaveEachEpoch(checkpoints, callbacks, state)], hardware)
+        live.summary |= summary or {}
+        if fit.epochs == 0:  # no curves to draw; the declared outputs still exist
+            live.make_summary()
+            (checkpoints.live_dir / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
     return start
