@@ -20,22 +20,24 @@ import pandas as pd
 from stages.core.cli import run_stage
 from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import write_json
-from stages.core.metrics import classification_metrics
+from stages.core.metrics import classification_metrics, curve_points
 from stages.core.params import choice, get, number, stage_params
 from stages.core.paths import (
     CALIBRATION_PLOT,
     LEADERBOARD_FILE,
     PREPARED_DIR,
+    ROC_OVERLAY_PLOT,
     SERVED_CARD,
     SERVED_SUBGROUPS,
     SUMMARY_FILE,
     metrics_file,
 )
-from stages.core.served import build_served, member_mean
+from stages.core.served import Predictions, build_served, member_mean
 from stages.core.shards import read_meta, read_split_table
 from stages.core.subgroups import subgroup_metrics
 
 ENSEMBLE = "ensemble"
+SERVED = "served"
 COLUMNS = ("roc_auc", "balanced_accuracy", "average_precision", "sensitivity", "specificity",
            "f1", "accuracy")
 
@@ -87,6 +89,26 @@ def markdown(ranked: list[tuple[str, dict]]) -> str:
                          f"{value:.3f}")
         lines.append(f"| {rank} | {name} | {row['folds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def roc_overlay(backbones: list[str], folds: list, truth: pd.Series, served: Predictions,
+                classes: list[str]) -> list[dict]:
+    """Each backbone's ROC on all its test predictions (pooled over folds) and the served
+    model's (its estimate's images), as rows for the one-chart overlay."""
+    rows = []
+    curves = {name: pooled(name, folds, truth) for name in backbones}
+    curves[SERVED] = (served.labels, served.probs)
+    for name, (labels, probs) in curves.items():
+        rows += [{"series": name, "point": i, "fpr": p["fpr"], "tpr": p["tpr"]}
+                 for i, p in enumerate(curve_points(labels, probs, classes)["roc"])]
+    return rows
+
+
+def pooled(backbone: str, folds: list, truth: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) of one backbone's test predictions over every fold."""
+    parts = [member_mean([backbone], str(f), "test", truth) for f in folds]
+    return (np.concatenate([y for _, y in parts]),
+            np.concatenate([p.to_numpy() for p, _ in parts]))
 
 
 def served_markdown(card: dict) -> str:
@@ -145,6 +167,8 @@ def main() -> None:
     card |= {"image_size": meta["image_size"], "preprocessing": meta.get("preprocessing", {})}
     write_json(SERVED_CARD, card)
     write_json(CALIBRATION_PLOT, {"reliability": result.reliability})
+    write_json(ROC_OVERLAY_PLOT, {"roc": roc_overlay(backbones, folds, truth, result.scored,
+                                                     card["classes"])})
     scored = result.scored
     write_json(SERVED_SUBGROUPS, subgroup_metrics(
         split_table.loc[scored.ids, ["sex", "age", "site"]], scored.labels,

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from stages.compare import COLUMNS
+from tests.browser import chromium
 from tests.conftest import UDA1_DIR
 from tests.pipeline_project import TINY, Project, merge
 
@@ -79,6 +80,34 @@ def test_metrics_plots_and_dag_list_every_backbone(project):
                   "finetune@small_cnn-holdout", "evaluate@small_cnn-holdout", "compare",
                   "export"):
         assert stage in dag, stage
+
+
+def test_plots_render_offline_with_every_model_in_one_roc_chart(project, tmp_path):
+    """`dvc plots show` as a user runs it, opened in headless Chromium on a machine with no
+    route to a CDN: every chart must be drawn from the inlined Vega."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    project.dvc("plots", "show", "-o", str(tmp_path / "plots"))
+    page = (tmp_path / "plots/index.html").read_text()
+    assert "cdn.jsdelivr.net" not in page and "ROC of every model" in page
+    charts = page.count("vegaEmbed(")
+    browser = chromium(tmp_path / "profile", height=1400)
+    try:
+        browser.get((tmp_path / "plots/index.html").as_uri())
+        WebDriverWait(browser, 60).until(lambda d: len(d.find_elements(
+            By.CSS_SELECTOR, ".vega-embed canvas, .vega-embed svg")) >= charts)
+        overlay = browser.find_element(By.XPATH, "//div[contains(@id, 'roc_all')]")
+        browser.execute_script("arguments[0].scrollIntoView()", overlay)
+        shot = tmp_path / "roc_all.png"
+        overlay.screenshot(str(shot))
+    finally:
+        browser.quit()
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"), np.float32)
+    assert pixels.std() > 10, "the overlay chart is blank"
 
 
 def test_one_backbone_change_reruns_only_its_stages_and_compare(project):

@@ -59,3 +59,4 @@ def ood_file(backbone: str, fold: str) -> Path:
 
 SERVED_CARD = MODELS_DIR / "served.json"  # compare: the model predict/serve/export use
 CALIBRATION_PLOT = Path("metrics/plots/served/reliability.json")
+ROC_OVERLAY_PLOT = Path("metrics/plots/roc_all.json")  # every model's ROC in one chart

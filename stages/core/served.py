@@ -123,8 +123,9 @@ def estimate(fit_on: Predictions, test: Predictions, classes: list[str], target:
         "brier_after": brier(test.labels, calibrated),
         "ece_before": expected_calibration_error(test.labels, test.probs),
         "ece_after": expected_calibration_error(test.labels, calibrated)}
-    rows = [{**r, "calibration": "before"} for r in reliability(test.labels, test.probs)] + \
-        [{**r, "calibration": "after"} for r in reliability(test.labels, calibrated)]
+    rows = [{**r, "series": f"{when} calibration", "point": i}
+            for when, probs in (("before", test.probs), ("after", calibrated))
+            for i, r in enumerate(reliability(test.labels, probs))]
     return Estimate(scores, rows, Predictions(test.ids, test.labels, calibrated, test.groups))
 
 
