@@ -128,6 +128,9 @@ def served_markdown(card: dict) -> str:
             f"{k.removeprefix('roc_auc_').replace('_', ' ')} AUC {interval(est, k)}"
             for k in est if k.startswith("roc_auc_") and not k.endswith(("_low", "_high")))]
           if len(card["classes"]) > 2 else []),
+        f"- malignant vs the rest (P({' + '.join(card['decision']['refer_classes'])})): ROC AUC "
+        f"{ref['roc_auc']:.3f}, partial AUC above 80 % sensitivity "
+        f"{ref['pauc_above_80_tpr']:.3f} (of 0.2)",
         f"- referral threshold {card['decision']['threshold']:.3f} on P("
         f"{' + '.join(card['decision']['refer_classes'])}), chosen for sensitivity "
         f"{ref['target_sensitivity']:.2f}: sensitivity {interval(ref, 'sensitivity')}, "

@@ -53,3 +53,26 @@ def test_cross_validation_summary_is_mean_and_spread_over_folds():
     assert row["folds"] == 2
     assert row["roc_auc"] == pytest.approx(0.7) and row["roc_auc_std"] == pytest.approx(0.1)
     assert "± 0.100" in markdown([("m", row)])
+
+
+def test_partial_auc_above_80_percent_sensitivity():
+    from stages.core.metrics import pauc_above_tpr
+
+    truth = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    perfect = truth * 0.9 + 0.05
+    assert pauc_above_tpr(truth, perfect) == pytest.approx(0.2)  # the whole band
+    assert pauc_above_tpr(truth, 1 - perfect) == pytest.approx(0.0)
+    # One malignant ranked in the middle of the benign ones: TPR is 0.8 up to FPR 0.5, then
+    # 1.0; the band above 0.8 holds the rectangle 0.5 x 0.2.
+    score = np.array([0.5, 0.6, 0.7, 0.8, 0.65, 0.9, 0.91, 0.92, 0.93])
+    assert pauc_above_tpr(truth, score) == pytest.approx(0.1)
+    # The ISIC 2024 scorer's form (labels and scores flipped, scikit-learn's standardised
+    # pAUC rescaled) gives the same number on random data.
+    rng = np.random.default_rng(0)
+    y, s = rng.integers(0, 2, 300), rng.uniform(size=300)
+    s = s + 0.3 * y
+    from sklearn.metrics import roc_auc_score
+
+    scaled = roc_auc_score(1 - y, 1 - s, max_fpr=0.2)
+    isic = 0.5 * 0.2 ** 2 + (0.2 - 0.5 * 0.2 ** 2) / 0.5 * (scaled - 0.5)
+    assert pauc_above_tpr(y, s) == pytest.approx(isic, abs=1e-9)

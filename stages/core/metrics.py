@@ -21,6 +21,21 @@ def positive_class(classes: list[str]) -> int:
     return len(classes) - 1
 
 
+def pauc_above_tpr(truth: np.ndarray, score: np.ndarray, min_tpr: float = 0.8) -> float:
+    """The area under the ROC curve and above TPR = min_tpr (0 to 1 - min_tpr): how well the
+    model ranks where its sensitivity is clinically acceptable, the ISIC 2024 metric."""
+    fpr, tpr, _ = skm.roc_curve(truth, score)
+    xs, ys = [fpr[0]], [tpr[0]]
+    for i in range(1, len(fpr)):
+        (x0, y0), (x1, y1) = (fpr[i - 1], tpr[i - 1]), (fpr[i], tpr[i])
+        if (y0 - min_tpr) * (y1 - min_tpr) < 0:  # the segment crosses the line: add the point
+            xs.append(x0 + (x1 - x0) * (min_tpr - y0) / (y1 - y0))
+            ys.append(min_tpr)
+        xs.append(x1)
+        ys.append(y1)
+    return float(np.trapezoid(np.maximum(np.array(ys) - min_tpr, 0.0), xs))
+
+
 def slug(name: str) -> str:
     """A class name as part of a metric key: 'benign keratosis' → 'benign_keratosis'."""
     return name.replace(" ", "_")
@@ -45,6 +60,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
             "recall": skm.recall_score(truth, pred, zero_division=0),
             "f1": skm.f1_score(truth, pred, zero_division=0),
             "roc_auc": skm.roc_auc_score(truth, score) if len(present) == 2 else None,
+            "pauc_above_80_tpr": pauc_above_tpr(truth, score) if len(present) == 2 else None,
             "average_precision": skm.average_precision_score(truth, score),
             "sensitivity": skm.recall_score(truth, pred, zero_division=0),
             "specificity": skm.recall_score(1 - truth, 1 - pred, zero_division=0),

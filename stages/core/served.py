@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn import metrics as skm
 
 from stages.core.calibration import (
     apply_temperature,
@@ -29,7 +30,7 @@ from stages.core.calibration import (
     threshold_for_sensitivity,
 )
 from stages.core.errors import MissingInputError
-from stages.core.metrics import bootstrap_intervals, with_intervals
+from stages.core.metrics import bootstrap_intervals, pauc_above_tpr, with_intervals
 from stages.core.paths import HOLDOUT, LOCKBOX, model_dir, ood_file, predictions_file
 
 
@@ -115,7 +116,11 @@ def estimate(fit_on: Predictions, test: Predictions, classes: list[str], target:
     intervals = bootstrap_intervals(malignant.astype(int),
                                     lambda ix: _decision_scores(malignant[ix], refer[ix]),
                                     resamples, seed)
+    refer_scores = refer_score(calibrated, classes)
     scores["referral"] = {"target_sensitivity": target, **at_threshold,
+                          # how well P(malignant) ranks malignant against everything else
+                          "roc_auc": float(skm.roc_auc_score(malignant, refer_scores)),
+                          "pauc_above_80_tpr": pauc_above_tpr(malignant, refer_scores),
                           **{k: v for k, v in intervals.items()
                              if k.startswith(("sensitivity", "specificity"))}}
     scores["calibration"] = {
