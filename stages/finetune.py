@@ -40,8 +40,8 @@ def main(backbone: str, fold: str) -> None:
         ]
         return Built(model, card, train, val, callbacks=callbacks, note=note)
 
-    run_phase(Phase("finetune", "model.keras", ft, inputs=(head_path,)), backbone, fold,
-              params, build)
+    run_phase(Phase("finetune", "model.keras", ft, inputs=(head_path,),
+                    reads_images=ft.epochs > 0), backbone, fold, params, build)
 
 
 if __name__ == "__main__":

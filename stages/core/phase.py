@@ -20,7 +20,7 @@ from stages.core.hardware import Hardware, set_up
 from stages.core.model_io import write_model
 from stages.core.params import FitConfig, get
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, model_dir, training_log_dir
-from stages.core.shards import Split
+from stages.core.shards import Split, read_meta
 from stages.core.train_loop import fit_epochs
 
 
@@ -44,6 +44,7 @@ class Phase:
     output: str  # the model file written under models/<backbone>/<fold>/
     fit: FitConfig
     inputs: tuple[Path, ...] = ()  # files read besides the prepared data (finetune: head)
+    reads_images: bool = True  # False: no epochs and a build that needs no training images
 
 
 def seed_everything(seed: int) -> None:
@@ -62,7 +63,11 @@ def run_phase(phase: Phase, backbone: str, fold: str, params: dict,
     hardware = set_up(params)  # first: a cluster's strategy must exist before other TF work
     seed = get(params, "seed")
     seed_everything(seed)
-    train, val, meta = training_data(fold)
+    if phase.reads_images:
+        train, val, meta = training_data(fold)
+    else:  # nothing will train on them (e.g. finetune of a frozen-feature model)
+        meta = read_meta(PREPARED_DIR)
+        train = val = Split(*(np.zeros(0) for _ in range(3)))
     with hardware.strategy.scope():
         built = build(train, val, meta, hardware)
     name = f"{phase.stage}@{backbone}-{fold}"
@@ -99,17 +104,18 @@ def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, 
         start = fit.epochs if state["stopped"] else state["epochs_done"]
         print(f"{name}: resuming after epoch {state['epochs_done']} of {fit.epochs} "
               f"(backup in {checkpoints.folder})", flush=True)
-    global_batch = fit.batch_size * hardware.replicas
-    batches, steps = epoch_batches(train, n_classes, global_batch, seed, start, fit.epochs)
-    val_data = (val.images, np.eye(n_classes, dtype=np.float32)[val.labels])
     # dvcyaml=None: our dvc.yaml declares these plots; DVCLive must not rewrite it.
     with Live(dir=str(checkpoints.live_dir), resume=state is not None, dvcyaml=None,
               save_dvc_exp=False) as live:
         if state:
             live.step = start  # DVCLive's own resume is off by one after a single epoch
-        fit_epochs(model, batches, steps, val_data, fit.batch_size, fit.epochs, start,
-                   [DVCLiveCallback(live=live), *callbacks,
-                    SaveEachEpoch(checkpoints, callbacks, state)], hardware)
+        if fit.epochs:  # (a resumed run that had finished still ends its callbacks)
+            batches, steps = epoch_batches(train, n_classes, fit.batch_size * hardware.replicas,
+                                           seed, start, fit.epochs)
+            val_data = (val.images, np.eye(n_classes, dtype=np.float32)[val.labels])
+            fit_epochs(model, batches, steps, val_data, fit.batch_size, fit.epochs, start,
+                       [DVCLiveCallback(live=live), *callbacks,
+                        SaveEachEpoch(checkpoints, callbacks, state)], hardware)
         live.summary |= summary or {}
         if fit.epochs == 0:  # no curves to draw; the declared outputs still exist
             live.make_summary()
