@@ -1,6 +1,7 @@
 """Sharing through DVC remotes: repro, `dvc push`, a fresh `git clone`, `dvc pull`, and then
 `dvc repro` has nothing to do. Once with a folder remote, once over SSH to a real sshd that the
-test starts on 127.0.0.1 (skipped, with the reason, where sshd cannot start).
+test starts on 127.0.0.1 (skipped, with the reason, where sshd cannot start), once to an S3 API
+(moto's server mode) on 127.0.0.1, with credentials from the environment only.
 """
 
 from __future__ import annotations
@@ -150,3 +151,44 @@ def test_ssh_remote_round_trip(origin, sshd, tmp_path):
     assert any(store.rglob("*")), "nothing arrived on the SSH side"
     assert_nothing_to_do(clone)
     assert "keyfile" not in (clone.root / ".dvc/config").read_text()  # the key stays local
+
+
+# ---------------------------------------------------------------- S3
+
+
+@pytest.fixture
+def s3_server(monkeypatch) -> Iterator[str]:
+    """An S3 API (moto's server mode) on 127.0.0.1:<free port> with one bucket; its URL.
+
+    Credentials come only from the environment, as a team's CI or a user's shell gives them.
+    """
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    for key, value in (("AWS_ACCESS_KEY_ID", "test-key"), ("AWS_SECRET_ACCESS_KEY", "test-secret"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=url).create_bucket(Bucket="lesions")
+    yield url
+    server.stop()
+
+
+def test_s3_remote_round_trip(origin, s3_server, tmp_path):
+    def use_endpoint(project: Project) -> None:
+        # Where the store is goes to .dvc/config.local; the keys come from the environment.
+        project.dvc("remote", "modify", "--local", "shared", "endpointurl", s3_server)
+
+    clone = round_trip(origin, "s3://lesions/dvc-store", tmp_path / "clone", use_endpoint)
+    import boto3
+
+    listed = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="lesions")
+    assert listed.get("KeyCount", 0) > 0, "nothing arrived in the bucket"
+    assert_nothing_to_do(clone)
+    for project in (origin, clone):
+        config = (project.root / ".dvc/config").read_text()
+        assert "s3://lesions/dvc-store" in config
+        for secret in ("test-key", "test-secret", "access_key", "secret", "endpointurl"):
+            assert secret not in config, f"{secret} in the committed .dvc/config"
