@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -77,14 +76,12 @@ def main() -> None:
             raise PipelineError(f"params.yaml: data.local.path {path!r} is not a folder")
         import_folder(Path(path), get(params, "data.local.layout"), RAW_DIR, max_rejected)
     else:
-        with tempfile.TemporaryDirectory(dir=RAW_DIR.parent) as staging:
-            isic_archive.download(
-                Path(staging),
-                search=get(params, "data.isic.search") or "",
-                collections=str(get(params, "data.isic.collections") or ""),
-                limit=number(params, "data.isic.limit", 0, 10_000_000, integer=True),
-            )
-            import_folder(Path(staging), "isic-cli", RAW_DIR, max_rejected)
+        cache = isic_archive.download(
+            search=get(params, "data.isic.search") or "",
+            collections=str(get(params, "data.isic.collections") or ""),
+            limit=number(params, "data.isic.limit", 0, 10_000_000, integer=True),
+        )
+        import_folder(cache, "isic-cli", RAW_DIR, max_rejected)
 
 
 if __name__ == "__main__":

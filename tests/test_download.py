@@ -1,8 +1,10 @@
 """The download stage's sources: synthetic into data/raw, and the ISIC Archive offline."""
 
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -83,3 +85,70 @@ def test_unreachable_archive_fails_fast_with_one_clear_line(tmp_path, params):
 def test_check_reachable_raises_the_project_error(monkeypatch):
     with pytest.raises(isic_archive.ArchiveUnreachableError, match="isic image download OUTDIR"):
         isic_archive.check_reachable(CLOSED_PORT, timeout=2)
+
+
+STAND_IN = """#!{python}
+# A stand-in for isic-cli's `isic image download ... OUTDIR`: like isic-cli it skips images it
+# already has; it logs what it fetched, and on its first call dies after three images.
+import sys, pathlib
+from PIL import Image
+out, log = pathlib.Path(sys.argv[-1]), pathlib.Path({log!r})
+calls = log.read_text().count("call") if log.exists() else 0
+with log.open("a") as f:
+    f.write("call\\n")
+    for i in range(6):
+        target = out / f"ISIC_{{i:07d}}.jpg"
+        if target.exists():
+            continue
+        if calls == 0 and i == 3:
+            sys.exit("read timeout")
+        Image.new("RGB", (16, 16), (120, 80, 60 + i)).save(target)
+        f.write(f"fetched {{target.name}}\\n")
+(out / "metadata.csv").write_text("isic_id,benign_malignant,diagnosis\\n" + "".join(
+    f"ISIC_{{i:07d}},{{'malignant' if i % 2 else 'benign'}},\\n" for i in range(6)))
+"""
+
+
+def _isic_query(params) -> tuple[str, str, int]:
+    isic = params["data"]["isic"]
+    return isic["search"] or "", str(isic["collections"] or ""), isic["limit"]
+
+
+def _stand_in_isic(tmp_path, monkeypatch) -> Path:
+    log = tmp_path / "isic-calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "isic").write_text(STAND_IN.format(python=sys.executable, log=str(log)))
+    (bin_dir / "isic").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(isic_archive, "check_reachable", lambda: None)
+    monkeypatch.setattr(isic_archive, "BACKOFF_SECONDS", 0.0)
+    return log
+
+
+def test_a_dropped_download_resumes_and_fetches_only_what_was_missing(in_tmp_repo, params,
+                                                                     monkeypatch, tmp_path):
+    log = _stand_in_isic(tmp_path, monkeypatch)
+    _write_params(in_tmp_repo, params, source="isic")
+    monkeypatch.setattr(isic_archive, "ATTEMPTS", 1)  # the first run gives up at once
+    with pytest.raises(isic_archive.ArchiveUnreachableError, match="kept in .cache/isic"):
+        download.main()
+    monkeypatch.setattr(isic_archive, "ATTEMPTS", 4)
+    download.main()  # the rerun, as `dvc repro` would (data/raw was deleted in between)
+    fetched = [line.split()[1] for line in log.read_text().splitlines() if "fetched" in line]
+    assert fetched == [f"ISIC_000000{i}.jpg" for i in range(6)]  # each image exactly once
+    assert log.read_text().count("call") == 2
+    raw = in_tmp_repo / "data/raw"
+    assert sorted(p.name for p in raw.glob("*.jpg")) == fetched
+
+
+def test_a_failed_attempt_is_retried_and_a_broken_image_refetched(in_tmp_repo, params,
+                                                                 monkeypatch, tmp_path):
+    log = _stand_in_isic(tmp_path, monkeypatch)
+    _write_params(in_tmp_repo, params, source="isic")
+    cache = isic_archive.cache_dir(*_isic_query(params))
+    cache.mkdir(parents=True)
+    (cache / "ISIC_0000005.jpg").write_bytes(b"\xff\xd8 cut short")  # a truncated file
+    download.main()  # attempt 1 dies, attempt 2 completes, the check deletes the bad file,
+    assert log.read_text().count("call") == 3  # and attempt 3 fetches it again
+    assert (in_tmp_repo / "data/raw/ISIC_0000005.jpg").stat().st_size > 100

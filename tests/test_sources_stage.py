@@ -51,9 +51,9 @@ def test_isic_source_carries_attribution_and_licenses_into_data_raw(in_tmp_repo,
                                                                    monkeypatch):
     calls = []
 
-    def fake_isic_cli(out_dir: Path, search: str, collections: str, limit: int) -> None:
+    def fake_isic_cli(search: str, collections: str, limit: int) -> Path:
         calls.append((search, collections, limit))
-        isic_cli_folder(out_dir)
+        return isic_cli_folder(in_tmp_repo / ".cache/isic/query")
 
     monkeypatch.setattr(isic_archive, "download", fake_isic_cli)
     write_params(in_tmp_repo, params, source="isic",
@@ -66,7 +66,7 @@ def test_isic_source_carries_attribution_and_licenses_into_data_raw(in_tmp_repo,
     meta = pd.read_csv(raw / "metadata.csv")
     assert set(meta["copyright_license"]) == {"CC-BY", "CC-0"}
     assert set(meta["diagnosis"]) == {"nevus"}
-    # The staging folder isic-cli wrote into is gone; only data/raw remains.
+    # isic-cli's folder is a cache outside data/ (kept for a rerun); data/ holds data/raw.
     assert sorted(p.name for p in (in_tmp_repo / "data").iterdir()) == ["raw"]
 
 
