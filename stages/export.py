@@ -12,7 +12,6 @@ member's ood.npz carry it (predict and the web app apply it).
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 from stages.core.cli import run_stage
 from stages.core.errors import PipelineError
 from stages.core.layers import TemperatureScaling
+from stages.core.model_io import write_model
 from stages.core.params import flag, stage_params
 from stages.core.paths import EXPORT_DIR, SERVED_CARD
 from stages.core.predictor import Predictor
@@ -40,15 +40,16 @@ def to_tflite(saved_model: Path, float16: bool) -> bytes:
 
 
 def export_model(model: keras.Model, card: dict, out_dir: Path, float16: bool) -> None:
-    """SavedModel + TFLite + model card into out_dir, replacing what was there."""
+    """SavedModel + TFLite + the Keras file (what `python -m stages.app.predict --model
+    models/export` loads) + the card into out_dir, replacing what was there."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     saved = out_dir / "saved_model"
     model.export(str(saved), format="tf_saved_model", verbose=False)
     (out_dir / "model.tflite").write_bytes(to_tflite(saved, float16))
-    card = {**card, "exported_from": card.get("name"), "tflite_float16": float16}
-    (out_dir / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_model(model, out_dir / "model.keras",
+                {**card, "exported_from": card.get("name"), "tflite_float16": float16})
 
 
 def tflite_predict(path: Path, images: np.ndarray) -> np.ndarray:
@@ -94,7 +95,8 @@ def main() -> None:
     predictor = Predictor.load(SERVED_CARD)
     model = served_graph(predictor)
     card = {k: v for k, v in predictor.card.items() if k != "members"} | {
-        "members": [f"{m['backbone']}/{m['fold']}" for m in predictor.card["members"]]}
+        "members": [f"{m['backbone']}/{m['fold']}" for m in predictor.card["members"]],
+        "calibration": {**predictor.card["calibration"], "inside_graph": True}}
     export_model(model, card, EXPORT_DIR, float16)
     # Check the exported file answers like the served model (predict's path) before calling
     # it done.

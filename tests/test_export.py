@@ -88,14 +88,22 @@ def test_stage_exports_the_served_ensemble_as_one_calibrated_graph(in_tmp_repo, 
     stale.write_text("from an earlier run")
     export.main()
     out = in_tmp_repo / "models/export"
-    assert {p.name for p in out.iterdir()} == {"saved_model", "model.tflite", "model.json"}
+    assert {p.name for p in out.iterdir()} == {"saved_model", "model.tflite", "model.keras",
+                                               "model.json"}
     assert "exported small_cnn+small_functional_cnn (holdout) (2 member(s)" in \
         capsys.readouterr().out
     served = Predictor.load(in_tmp_repo / "models/served.json")
     images = _images(32)
     got = export.tflite_predict(out / "model.tflite", images)
     np.testing.assert_allclose(got, served.predict(images.astype(np.uint8)), atol=2e-2)
-    assert json.loads((out / "model.json").read_text())["calibration"]["temperature"] == 1.7
+    assert json.loads((out / "model.json").read_text())["calibration"] == {
+        "method": "temperature", "temperature": 1.7, "inside_graph": True}
+    # The folder as `dvc artifacts get` fetches it answers like the served model, calibrated
+    # once (inside the graph), with its referral decision.
+    exported = Predictor.load(out)
+    np.testing.assert_allclose(exported.predict(images.astype(np.uint8)),
+                               served.predict(images.astype(np.uint8)), atol=1e-5)
+    assert "refer" in exported.result(exported.predict(images[:1].astype(np.uint8))[0])
 
 
 def test_export_setting_is_checked(in_tmp_repo):

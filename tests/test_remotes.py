@@ -7,10 +7,12 @@ test starts on 127.0.0.1 (skipped, with the reason, where sshd cannot start), on
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.pipeline_project import TINY, Project, merge
+from tests.tiny_models import jpeg_bytes, lesion_photo
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +71,20 @@ def assert_nothing_to_do(clone: Project) -> None:
 def test_folder_remote_round_trip(origin, tmp_path):
     clone = round_trip(origin, str(tmp_path / "dvc-store"), tmp_path / "clone")
     assert_nothing_to_do(clone)
+
+    # DVC's model registry: a version registered (GTO's git tag, what `gto register` writes),
+    # then the served model fetched by name from the repository alone, and run by predict.
+    origin.git("tag", "-a", "skin-lesion-classifier@v1.0.0", "-m", "Registering version")
+    fetched = tmp_path / "registry"
+    clone.run(str(Path(sys.executable).parent / "dvc"), "artifacts", "get", str(origin.root),
+              "skin-lesion-classifier", "-o", str(fetched))
+    assert {"model.keras", "model.json", "model.tflite"} <= {p.name for p in fetched.iterdir()}
+    photo = tmp_path / "lesion.jpg"
+    photo.write_bytes(jpeg_bytes(lesion_photo(80)))
+    predicted = clone.run(sys.executable, "-m", "stages.app.predict", str(photo),
+                          "--model", str(fetched), "--format", "json").stdout
+    row = json.loads(predicted)["predictions"][0]
+    assert row["predicted"] in ("benign", "malignant") and "refer" in row
 
 
 # ---------------------------------------------------------------- SSH

@@ -39,9 +39,11 @@ def as_predict(model: keras.Model | Predict, batch_size: int = 64) -> Predict:
 
 def probs_and_features(model: keras.Model, batch_size: int = 64):
     """A batch function → (class probabilities, pooled backbone features) in one pass: what
-    the out-of-distribution guard (core/ood.py) measures its distance on."""
-    both = keras.Model(model.input, [model.output, model.get_layer("pool").output])
-    infer = inference(both)
+    the out-of-distribution guard (core/ood.py) measures its distance on. A model with no
+    single "pool" layer (an exported ensemble graph) gives zero-width features."""
+    pools = [layer for layer in model.layers if layer.name == "pool"]
+    features = pools[0].output if pools else keras.ops.zeros_like(model.output)[:, :0]
+    infer = inference(keras.Model(model.input, [model.output, features]))
 
     def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outs = [infer(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]

@@ -73,8 +73,11 @@ class Predictor:
 
     @classmethod
     def load(cls, path: Path) -> Predictor:
-        """A served card (.json with members) or one model.keras (its ood.npz if beside it)."""
+        """A served card (.json with members), one model.keras (its ood.npz if beside it), or an
+        exported folder (models/export, as `dvc artifacts get` fetches it)."""
         path = Path(path)
+        if path.is_dir():
+            path = path / "model.keras"
         if not path.exists():
             raise ModelNotFoundError(f"{path} not found: run `dvc repro` (or `dvc pull`) first")
         if path.suffix == ".json":
@@ -107,7 +110,10 @@ class Predictor:
 
     @property
     def temperature(self) -> float:
-        return float(self.card.get("calibration", {}).get("temperature", 1.0))
+        calibration = self.card.get("calibration", {})
+        # An exported served graph applies its temperature itself.
+        return 1.0 if calibration.get("inside_graph") else float(
+            calibration.get("temperature", 1.0))
 
     def decode(self, source: str | Path | bytes | BinaryIO, size: int | None = None) -> np.ndarray:
         """The model's input for one file or upload (at another `size` for display); raises
