@@ -58,14 +58,14 @@ def main(backbone: str, fold: str) -> None:
     classes = card["classes"]
     prepared = list(read_meta(PREPARED_DIR)["counts"])
     parts = fold_parts(fold, prepared)
-    run = probs_and_features(model)
+    run = probs_and_features([model])
     features = {}
     scored = {"test": parts.test, "val": parts.val}
     if LOCKBOX in prepared:  # predicted for compare's one look at the served model
         scored[LOCKBOX] = LOCKBOX
     for part, name in scored.items():
         split = read_split(PREPARED_DIR, name)
-        probs, features[part] = run(split.images.astype("float32"))
+        [(probs, features[part])] = run(split.images.astype("float32"))
         if tta:
             probs = tta_predict(model, split.images)
         write_submission(predictions_file(backbone, fold, part), split.ids, probs, classes)
@@ -76,7 +76,7 @@ def main(backbone: str, fold: str) -> None:
             write_json(subgroups_file(backbone, fold), subgroup_metrics(
                 groups, split.labels, probs, classes, resamples, get(params, "seed")))
             write_plots(plots_dir(backbone, fold), split.labels, probs, classes)
-    _, features["train"] = run(read_parts(PREPARED_DIR, parts.train).images.astype("float32"))
+    [(_, features["train"])] = run(read_parts(PREPARED_DIR, parts.train).images.astype("float32"))
     fit_guard(features["train"], features["val"]).save(ood_file(backbone, fold))
     summary = {k: v for k, v in scores.items() if k != "confusion_matrix"}
     print(f"evaluate@{backbone}-{fold}: {json.dumps(summary)}")

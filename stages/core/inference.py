@@ -37,17 +37,23 @@ def as_predict(model: keras.Model | Predict, batch_size: int = 64) -> Predict:
     return lambda images: predict_batches(infer, images, batch_size)
 
 
-def probs_and_features(model: keras.Model, batch_size: int = 64):
-    """A batch function → (class probabilities, pooled backbone features) in one pass: what
-    the out-of-distribution guard (core/ood.py) measures its distance on. A model with no
-    single "pool" layer (an exported ensemble graph) gives zero-width features."""
-    pools = [layer for layer in model.layers if layer.name == "pool"]
-    features = pools[0].output if pools else keras.ops.zeros_like(model.output)[:, :0]
-    infer = inference(keras.Model(model.input, [model.output, features]))
+def probs_and_features(models: list[keras.Model], batch_size: int = 64):
+    """A batch function → [(class probabilities, pooled backbone features)] per model, all
+    models in one graph and one pass: what the out-of-distribution guard (core/ood.py)
+    measures its distance on. A model with no single "pool" layer (an exported ensemble
+    graph) gives zero-width features."""
+    image = keras.Input(models[0].input_shape[1:], name="image")
+    outputs = []
+    for model in models:
+        pools = [layer for layer in model.layers if layer.name == "pool"]
+        features = pools[0].output if pools else keras.ops.zeros_like(model.output)[:, :0]
+        outputs += keras.Model(model.input, [model.output, features])(image)
+    infer = inference(keras.Model(image, outputs))
 
-    def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         outs = [infer(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-        return tuple(np.concatenate([np.asarray(o[k]) for o in outs]).astype(np.float32)
-                     for k in (0, 1))
+        joined = [np.concatenate([np.asarray(o[k]) for o in outs]).astype(np.float32)
+                  for k in range(len(outputs))]
+        return list(zip(joined[::2], joined[1::2], strict=True))
 
     return predict

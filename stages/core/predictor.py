@@ -69,7 +69,7 @@ class Predictor:
 
     def __post_init__(self):
         self.preprocessing = Preprocessing.from_dict(self.card.get("preprocessing"))
-        self._runs = [probs_and_features(m) for m in self.members]
+        self._run = probs_and_features(self.members)
 
     @classmethod
     def load(cls, path: Path) -> Predictor:
@@ -124,8 +124,8 @@ class Predictor:
         """(calibrated class probabilities (n, classes), out-of-distribution scores (n,)) for a
         uint8 batch; a score above 1 is out of distribution (NaN: no guard was fitted)."""
         probs, scores = [], []
-        for model, run, guard in zip(self.members, self._runs, self.guards, strict=True):
-            p, features = run(images.astype(np.float32))
+        outputs = self._run(images.astype(np.float32))
+        for model, (p, features), guard in zip(self.members, outputs, self.guards, strict=True):
             probs.append(tta_predict(model, images) if tta else p)
             scores.append(guard.score(features) if guard else np.full(len(images), np.nan))
         mean = np.mean(probs, axis=0)
