@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--exclude", type=Path, help="split.csv whose lockbox rows to leave out")
     parser.add_argument("--variants", nargs="+", default=["lite0", "lite1", "lite2"])
+    parser.add_argument("--flips", action="store_true", help="also try 4-flip features")
     args = parser.parse_args()
     items, _ = read_source(args.folder)
     if args.exclude:
@@ -97,7 +98,7 @@ def main() -> None:
     ensemble: dict[str, list[np.ndarray]] = {}
     for variant in args.variants:
         for multi in (False, True):
-            for flips in (False, True):
+            for flips in (False, True) if args.flips else (False,):
                 name = f"{variant}, {'multi-layer' if multi else 'last layer'}" + (
                     ", 4 flips" if flips else "")
                 x = features(extractor(variant, args.size, multi), images, flips)

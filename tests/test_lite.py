@@ -223,3 +223,18 @@ def test_wider_and_deeper_variants_use_every_tensor_and_see_the_photos(variant, 
         for p in (skimage.data.chelsea(), skimage.data.coffee())])
     probs = model.predict(photos, verbose=0)
     assert 281 <= _top5(probs[0])[0] <= 285 and _top5(probs[1])[0] in {967, 968}
+
+
+def test_multi_scale_output_pools_to_the_stage_ends_side_by_side() -> None:
+    import keras
+
+    model = lite.build_efficientnet_lite("lite0", (64, 64, 3), multi_scale=True)
+    used = lite.load_imagenet_weights(model, "lite0")
+    assert len(used) == 245 and model.output_shape == (None, 2, 2, 112 + 192 + 320 + 1280)
+    ends = [model.get_layer(n).output for n in ("block5c_add", "block6d_add",
+                                                 "block7a_project_bn", "top_activation")]
+    taps = keras.Model(model.input, ends)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    separate = np.concatenate([t.mean(axis=(1, 2)) for t in taps.predict(x, verbose=0)], 1)
+    np.testing.assert_allclose(model.predict(x, verbose=0).mean(axis=(1, 2)), separate,
+                               rtol=1e-4, atol=1e-5)

@@ -88,9 +88,10 @@ def _small_functional_cnn(shape: tuple[int, int, int], weights: str | None) -> k
     return keras.Model(inputs, x, name="small_functional_cnn")
 
 
-def _lite(variant: str) -> Callable[..., keras.Model]:
+def _lite(variant: str, multi_scale: bool = False) -> Callable[..., keras.Model]:
     def build(shape: tuple[int, int, int], weights: str | None) -> keras.Model:
-        model = lite.build_efficientnet_lite(variant, input_shape=shape, include_top=False)
+        model = lite.build_efficientnet_lite(variant, input_shape=shape, include_top=False,
+                                             multi_scale=multi_scale)
         if weights == "imagenet":
             try:
                 lite.load_imagenet_weights(model, variant)
@@ -106,6 +107,10 @@ BACKBONES: dict[str, Backbone] = {
     "efficientnet_lite0": Backbone(_lite("lite0"), list, True),
     "efficientnet_lite1": Backbone(_lite("lite1"), list, True),
     "efficientnet_lite2": Backbone(_lite("lite2"), list, True),
+    # The same, with the ends of stages 5-7 beside the last layer (lite.py, multi_scale).
+    "efficientnet_lite0_ms": Backbone(_lite("lite0", True), list, True),
+    "efficientnet_lite1_ms": Backbone(_lite("lite1", True), list, True),
+    "efficientnet_lite2_ms": Backbone(_lite("lite2", True), list, True),
     "mobilenet_v2": Backbone(_application(keras.applications.MobileNetV2), _tf_scaling, True),
     # Keras' EfficientNets include their own rescaling and normalisation layers.
     "efficientnet_b0": Backbone(_application(keras.applications.EfficientNetB0), list, True),

@@ -186,12 +186,15 @@ def build_efficientnet_lite(
     pooling: str | None = None,
     name: str | None = None,
     weights: str | None = None,
+    multi_scale: bool = False,
 ) -> keras.Model:
     """EfficientNet-Lite0/1/2 as a functional Keras model taking raw RGB floats in 0..255.
 
     ``weights="imagenet"`` also calls :func:`load_imagenet_weights` (with a top, needs
     ``classes=1000``). Padding is Keras/TF 'same' (on stride 2 the extra pixel goes bottom/right):
     the TF reference was trained with it and EfficientNet-PyTorch's static-same conv copies it.
+    ``multi_scale`` (without top) outputs the ends of stages 5-7 and the last layer
+    concatenated at the last layer's resolution.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
@@ -219,6 +222,7 @@ def build_efficientnet_lite(
     x = conv_bn(x, "stem_", _STEM, 3, 2)
 
     specs = _block_specs(variant)
+    stage_ends = {}  # stage number → its last block's output
     for idx, prefix, kernel, stride, expand, f_in, f_out in specs:
         shortcut = x
         if expand != 1:
@@ -230,8 +234,15 @@ def build_efficientnet_lite(
             if rate > 0:  # drop-connect: drops the whole residual branch per sample
                 x = layers.Dropout(rate, noise_shape=(None, 1, 1, 1), name=f"{prefix}_drop")(x)
             x = layers.Add(name=f"{prefix}_add")([x, shortcut])
+        stage_ends[int(prefix[5])] = x
 
     x = conv_bn(x, "top_", _HEAD, 1)
+    if multi_scale:
+        # The ends of stages 5 (stride 16, pooled to stride 32), 6 and 7 beside the last
+        # layer, as one map: its global average is the four layers' averages side by side,
+        # mid-level texture that transfers to dermoscopy better than the last layer alone.
+        mid = layers.AveragePooling2D(2, padding="same", name="stage5_pool")(stage_ends[5])
+        x = layers.Concatenate(name="multi_scale")([mid, stage_ends[6], stage_ends[7], x])
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dropout(0.2, name="top_dropout")(x)
