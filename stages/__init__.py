@@ -48,6 +48,10 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
             def load():
                 exec_module(module)
                 module.config.list_physical_devices("GPU")  # where cuInit speaks
+                # Serving several models, or batches of several sizes, traces a tf.function
+                # once per model or shape on purpose; TF's hint about it is noise here.
+                module.get_logger().addFilter(
+                    lambda record: "triggered tf.function retracing" not in record.getMessage())
 
             _held_back_stderr(load)
 
