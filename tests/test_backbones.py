@@ -1,5 +1,9 @@
 """The backbone registry and classifier: every arch builds, weights are honoured or refused."""
 
+import subprocess
+import sys
+import time
+
 import h5py
 import keras
 import numpy as np
@@ -103,12 +107,16 @@ def test_models_with_scaling_layers_survive_save_and_load(params, tmp_path, name
 
 
 def test_identical_weights_give_identical_model_files(tmp_path):
-    import time
-
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="probs")])
-    write_model(model, tmp_path / "a/model.keras", {"name": "a"})
-    time.sleep(1.1)  # a second later: Keras' own save date would differ
-    write_model(model, tmp_path / "b/model.keras", {"name": "a"})
+    # Each save in its own process, a second apart: Keras' save date and the id()s of shared
+    # objects it writes into config.json (memory addresses) would differ.
+    script = ("import sys, keras; from pathlib import Path; from stages.core import model_io; "
+              "keras.utils.set_random_seed(0); "
+              "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name='probs')]); "
+              "model_io.write_model(m, Path(sys.argv[1]), {'name': 'a'})")
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / name / "model.keras")],
+                       check=True)
+        time.sleep(1.1)
     assert (tmp_path / "a/model.keras").read_bytes() == (tmp_path / "b/model.keras").read_bytes()
-    loaded, _ = load_model(tmp_path / "b/model.keras")
-    np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])
+    loaded, card = load_model(tmp_path / "b/model.keras")
+    assert card == {"name": "a"} and loaded.get_layer("probs").kernel.shape == (4, 2)

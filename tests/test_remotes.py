@@ -38,9 +38,11 @@ def origin(tmp_path_factory) -> Project:
 
 
 def round_trip(origin: Project, url: str, dest: Path,
-               configure: Callable[[Project], None] = lambda project: None) -> Project:
-    """Push origin's outputs to `url`, clone origin into dest, pull there; the clone."""
-    origin.dvc("remote", "add", "--force", "--default", "shared", url)
+               configure: Callable[[Project], None] = lambda project: None,
+               name: str = "shared") -> Project:
+    """Push origin's outputs to `url` (remote `name`, made the default), clone origin into
+    dest, pull there; the clone."""
+    origin.dvc("remote", "add", "--force", "--default", name, url)
     configure(origin)  # machine-local settings (keys) go to .dvc/config.local, not to git
     origin.git("add", ".dvc/config")
     origin.git("commit", "-qm", f"remote {url}")
@@ -196,9 +198,11 @@ def s3_server(monkeypatch) -> Iterator[str]:
 def test_s3_remote_round_trip(origin, s3_server, tmp_path):
     def use_endpoint(project: Project) -> None:
         # Where the store is goes to .dvc/config.local; the keys come from the environment.
-        project.dvc("remote", "modify", "--local", "shared", "endpointurl", s3_server)
+        project.dvc("remote", "modify", "--local", "s3store", "endpointurl", s3_server)
 
-    clone = round_trip(origin, "s3://lesions/dvc-store", tmp_path / "clone", use_endpoint)
+    # Its own remote name: the SSH test left a keyfile for `shared` in .dvc/config.local.
+    clone = round_trip(origin, "s3://lesions/dvc-store", tmp_path / "clone", use_endpoint,
+                       name="s3store")
     import boto3
 
     listed = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="lesions")

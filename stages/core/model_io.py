@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -18,14 +19,28 @@ FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 FIXED_SAVE_DATE = "1980-01-01@00:00:00"
 
 
+def _renumbered(node: Any, ids: dict[int, int]) -> Any:
+    """config.json with each `shared_object_id` (Python's id() of the object: a memory address,
+    new in every process) replaced by its order of first appearance; the sharing stays."""
+    if isinstance(node, dict):
+        return {k: (ids.setdefault(v, len(ids) + 1) if k == "shared_object_id" else
+                    _renumbered(v, ids)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_renumbered(v, ids) for v in node]
+    return node
+
+
 def _without_save_time(archive: Path) -> None:
-    """Rewrite a .keras zip with fixed entry times and metadata.json's date_saved fixed."""
+    """Rewrite a .keras zip with fixed entry times, metadata.json's date_saved fixed and
+    config.json's object ids renumbered."""
     with zipfile.ZipFile(archive) as source:
         entries = [(info, source.read(info)) for info in source.infolist()]
     with zipfile.ZipFile(archive, "w") as target:
         for info, data in entries:
             if info.filename == "metadata.json":
                 data = json.dumps({**json.loads(data), "date_saved": FIXED_SAVE_DATE}).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(_renumbered(json.loads(data), {})).encode()
             stable = zipfile.ZipInfo(info.filename, date_time=FIXED_ZIP_TIME)
             stable.compress_type, stable.external_attr = info.compress_type, info.external_attr
             target.writestr(stable, data)
