@@ -20,6 +20,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -59,11 +60,12 @@ def multipart(photo: bytes, heatmap: bool) -> tuple[bytes, str]:
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-def start_server(port: int) -> subprocess.Popen:
+def start_server(port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Its output goes to a file: a pipe nobody reads fills up under load (waitress logs its
+    # queue depth) and blocks the server.
     proc = subprocess.Popen([sys.executable, "-m", "stages.app.serve", "--port", str(port)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
@@ -71,7 +73,7 @@ def start_server(port: int) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit("the server did not start:\n" + proc.stdout.read()) from None
+                raise SystemExit("the server did not start:\n" + log.read_text()) from None
             time.sleep(0.5)
     proc.kill()
     raise SystemExit("the server did not start within 180 s")
@@ -122,7 +124,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
     port = free_port()
-    server = start_server(port)
+    log = Path(tempfile.mkdtemp()) / "server.log"
+    server = start_server(port, log)
     memory = psutil.Process(server.pid)
     url = f"http://127.0.0.1:{port}/api/predict"
     photo = photo_bytes()
