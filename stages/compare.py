@@ -32,7 +32,7 @@ from stages.core.paths import (
     SUMMARY_FILE,
     metrics_file,
 )
-from stages.core.served import Predictions, build_served, member_mean
+from stages.core.served import Predictions, build_served, member_mean, pooled_predictions
 from stages.core.shards import read_meta, read_split_table
 from stages.core.subgroups import subgroup_metrics
 
@@ -96,19 +96,12 @@ def roc_overlay(backbones: list[str], folds: list, truth: pd.Series, served: Pre
     """Each backbone's ROC on all its test predictions (pooled over folds) and the served
     model's (its estimate's images), as rows for the one-chart overlay."""
     rows = []
-    curves = {name: pooled(name, folds, truth) for name in backbones}
-    curves[SERVED] = (served.labels, served.probs)
-    for name, (labels, probs) in curves.items():
+    curves = {name: pooled_predictions([name], [str(f) for f in folds], "test", truth)
+              for name in backbones} | {SERVED: served}
+    for name, scored in curves.items():
         rows += [{"series": name, "point": i, "fpr": p["fpr"], "tpr": p["tpr"]}
-                 for i, p in enumerate(curve_points(labels, probs, classes)["roc"])]
+                 for i, p in enumerate(curve_points(scored.labels, scored.probs, classes)["roc"])]
     return rows
-
-
-def pooled(backbone: str, folds: list, truth: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) of one backbone's test predictions over every fold."""
-    parts = [member_mean([backbone], str(f), "test", truth) for f in folds]
-    return (np.concatenate([y for _, y in parts]),
-            np.concatenate([p.to_numpy() for p, _ in parts]))
 
 
 def served_markdown(card: dict) -> str:

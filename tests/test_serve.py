@@ -158,8 +158,8 @@ def test_page_lists_models_with_auc_and_the_notice(client):
     assert 'id="file"' in page and 'type="file"' in page
     # each entry shows the score of exactly that model, said as what it is
     assert "small_cnn (holdout) (served) — ROC AUC 0.910, the 10 test images" in page
-    assert "small_cnn, one fold model — test AUC 0.910" in page
-    assert "small_functional_cnn, one fold model — test AUC 0.750" in page
+    assert "small_cnn, fold holdout model — test AUC 0.910" in page
+    assert "small_functional_cnn, fold holdout model — test AUC 0.750" in page
     assert client.get("/static/app.js").status_code == 200
     models = client.get("/api/models").json["models"]
     assert [m["backbone"] for m in models] == ["served", "small_cnn", "small_functional_cnn"]

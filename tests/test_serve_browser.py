@@ -119,8 +119,8 @@ def test_upload_shows_probabilities_and_heatmap_then_errors(server, browser, tmp
     picker = Select(browser.find_element(By.ID, "backbone"))
     assert [o.text for o in picker.options] == [
         "small_cnn (holdout) (served) — ROC AUC 0.830, the 10 test images of fold holdout",
-        "small_cnn, one fold model — test AUC 0.830",
-        "small_functional_cnn, one fold model — test AUC 0.790"]
+        "small_cnn, fold holdout model — test AUC 0.830",
+        "small_functional_cnn, fold holdout model — test AUC 0.790"]
 
     _upload(browser, photo)
     wait.until(EC.visibility_of_element_located((By.ID, "result")))

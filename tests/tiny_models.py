@@ -112,6 +112,10 @@ def write_summary(root: Path, aucs: dict[str, float]) -> Path:
                "served": {"name": f"{best} (holdout)", "members": 1,
                           "estimate": {"how": "the 10 test images of fold holdout",
                                        "roc_auc": aucs[best]}}}
+    for b, auc in aucs.items():  # each fold model's own metrics, as evaluate writes them
+        fold_metrics = root / "metrics" / "backbones" / b / "holdout.json"
+        fold_metrics.parent.mkdir(parents=True, exist_ok=True)
+        fold_metrics.write_text(json.dumps({"roc_auc": auc}))
     path = root / "metrics" / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2) + "\n")

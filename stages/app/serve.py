@@ -98,11 +98,13 @@ class Models:
                                      f"{estimate['how'].split(':')[0]}",
                             "best": True})
         for b in ranked:
-            auc = scores.get(b, {}).get("roc_auc")
-            folds = scores.get(b, {}).get("folds", 1)
-            what = "mean test AUC over folds" if folds > 1 else "test AUC"
+            # The one model picking b loads, with that model's own test score (not the mean
+            # over folds, which is no single model's).
+            fold = model_path(b, self.models_dir).parent.name
+            metrics = self.summary_path.parent / "backbones" / b / f"{fold}.json"
+            auc = json.loads(metrics.read_text()).get("roc_auc") if metrics.exists() else None
             entries.append({"backbone": b, "roc_auc": auc, "best": False,
-                            "label": f"{b}, one fold model — {what} "
+                            "label": f"{b}, fold {fold} model — test AUC "
                                      + (f"{auc:.3f}" if auc is not None else "n/a")})
         return entries
 

@@ -55,7 +55,9 @@ def member_mean(backbones: list[str], fold: str, part: str, truth: pd.Series,
     return mean[classes], truth.loc[mean.index].map(classes.index).to_numpy()
 
 
-def _pooled(backbones: list[str], folds: list[str], part: str, truth: pd.Series) -> Predictions:
+def pooled_predictions(backbones: list[str], folds: list[str], part: str,
+                       truth: pd.Series) -> Predictions:
+    """The backbones' mean predictions on `part` of each fold, concatenated over folds."""
     ids, labels, probs, groups = [], [], [], []
     for k, fold in enumerate(folds):
         mean, y = member_mean(backbones, fold, part, truth)
@@ -164,7 +166,7 @@ def build_served(backbones: list[str], folds: list, serve: str, truth: pd.Series
     folds = [str(f) for f in folds]
     cross_validated = folds != [HOLDOUT]
     if cross_validated and serve == "ensemble":
-        oof = _pooled(backbones, folds, "test", truth)
+        oof = pooled_predictions(backbones, folds, "test", truth)
         classes = list(pd.read_csv(predictions_file(backbones[0], folds[0])).columns[1:])
         served_folds = folds
         result = estimate(oof, oof, classes, target, True, resamples, seed)
@@ -176,8 +178,8 @@ def build_served(backbones: list[str], folds: list, serve: str, truth: pd.Series
         fold = folds[0] if not cross_validated else str(serve)
         if fold not in folds:
             raise MissingInputError(f"compare.serve: fold {serve} is not in `folds` {folds}")
-        val = _pooled(backbones, [fold], "val", truth)
-        test = _pooled(backbones, [fold], "test", truth)
+        val = pooled_predictions(backbones, [fold], "val", truth)
+        test = pooled_predictions(backbones, [fold], "test", truth)
         classes = list(pd.read_csv(predictions_file(backbones[0], fold)).columns[1:])
         served_folds = [fold]
         result = estimate(val, test, classes, target, False, resamples, seed)
