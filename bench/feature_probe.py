@@ -1,79 +1,72 @@
-"""Which frozen features, for the `solver: logistic` models? A probe on a real multi-class folder.
+"""Which frozen features and which linear head, for the `solver: logistic` models? A probe on
+a real folder, on the development images only.
 
     python bench/feature_probe.py ../shared/data/isic2017-dev --exclude data/interim/split.csv
 
-Decodes each image once with the pipeline's decoder at `--size`, turns it into ImageNet
-EfficientNet-Lite0/1/2 features (the last layer's global average, or the averages of the
-ends of stages 5, 6 and 7 and the last layer concatenated: "multi-layer"; optionally
-averaged over the 4 flips of each image), and scores the pipeline's own logistic head
-(core/linear_head.py) by stratified 5-fold cross-validation on the pooled out-of-fold
-predictions: each class's one-vs-rest AUC, their mean, and the ISIC 2017 ranking score (the
-mean of the melanoma and seborrheic keratosis AUCs). `--exclude` names a split.csv whose
+Decodes each image once with the pipeline's decoder at `--size`, turns each of its eight
+flips/rotations (core/tta.py) into pooled ImageNet features of the registered backbones
+(`--backbones`, default the multi-scale Lite0/1/2), cached in `--cache`, and scores the
+pipeline's own logistic head (core/linear_head.py) by 5-fold cross-validation grouped by
+lesion/patient, on the pooled out-of-fold predictions: each class's one-vs-rest AUC, their
+mean, the ISIC 2017 ranking score (mean of the melanoma and seborrheic keratosis AUCs) and
+balanced multiclass accuracy at the arg-max (ISIC 2018's metric). Variants: one view or the
+mean features of all eight; class weights none or balanced; each backbone alone, the mean of
+their probabilities, and their features concatenated. `--exclude` names a split.csv whose
 `lockbox` rows are left out, so the probe never sees the images that judge the final choice.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
 
-from stages.core import lite
+from stages.core.backbones import build_base
 from stages.core.images import load_image
-from stages.core.linear_head import fit_linear_head
+from stages.core.inference import as_predict
+from stages.core.linear_head import fit_linear_head, softmax
 from stages.core.sources.local import read_source
+from stages.core.tta import TRANSFORMS
 
-STAGE_ENDS = ("block5c_add", "block6d_add", "block7a_project_bn", "top_activation")
 
-
-def extractor(variant: str, size: int, multi_layer: bool):
+def view_features(arch: str, images: np.ndarray, cache: Path) -> np.ndarray:
+    """(8 views, n, d) pooled features of `arch` (ImageNet weights), cached on disk."""
+    if cache.exists():
+        return np.load(cache)["features"]
     import keras
 
-    base = lite.build_efficientnet_lite(variant, (size, size, 3))
-    lite.load_imagenet_weights(base, variant)
-    names = STAGE_ENDS if multi_layer else ("top_activation",)
-    # Lite1/2 have more blocks per stage: take each stage's last block by prefix.
-    layers = {layer.name: layer for layer in base.layers}
-    ends = []
-    for name in names:
-        prefix = name.split("_")[0][:6]
-        if name in layers or prefix == "top_ac":
-            ends.append(layers[name])
-        else:
-            ends.append([layer for layer in base.layers if layer.name.startswith(prefix)
-                         and layer.name.endswith(("_add", "_project_bn"))][-1])
-    pooled = [keras.layers.GlobalAveragePooling2D()(layer.output) for layer in ends]
-    out = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate()(pooled)
-    return keras.Model(base.input, out)
+    base = build_base(arch, images.shape[1:], "imagenet")
+    extractor = as_predict(keras.Sequential([base, keras.layers.GlobalAveragePooling2D()]), 32)
+    out = np.stack([extractor(np.ascontiguousarray(view(images)))
+                    for view in TRANSFORMS.values()])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, features=out)
+    return out
 
 
-def features(model, images: np.ndarray, flips: bool) -> np.ndarray:
-    views = [images] + ([images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]
-                        if flips else [])
-    return np.mean([model.predict(np.ascontiguousarray(v), batch_size=32, verbose=0)
-                    for v in views], axis=0)
-
-
-def oof_probs(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0) -> np.ndarray:
+def oof_probs(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int,
+              class_weight: str | None) -> np.ndarray:
     out = np.zeros((len(y), n_classes))
-    for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y):
-        kernel, bias, _ = fit_linear_head(x[train], y[train], np.arange(len(train)).astype(str),
-                                          n_classes)
-        logits = x[test] @ kernel + bias
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        out[test] = e / e.sum(axis=1, keepdims=True)
+    folds = StratifiedGroupKFold(5, shuffle=True, random_state=0)
+    for train, test in folds.split(x, y, groups):
+        kernel, bias, _ = fit_linear_head(x[train], y[train], groups[train], n_classes,
+                                          class_weight)
+        out[test] = softmax(x[test] @ kernel + bias)
     return out
 
 
 def report(name: str, y: np.ndarray, probs: np.ndarray, classes: list[str]) -> None:
     aucs = {c: roc_auc_score(y == i, probs[:, i]) for i, c in enumerate(classes)}
     isic = [aucs[c] for c in ("melanoma", "benign keratosis") if c in aucs]
+    bma = balanced_accuracy_score(y, probs.argmax(axis=1))
     print(f"| {name} | " + " | ".join(f"{aucs[c]:.3f}" for c in classes)
-          + f" | {np.mean(list(aucs.values())):.3f} | {np.mean(isic):.3f} |", flush=True)
+          + f" | {np.mean(list(aucs.values())):.3f} | {np.mean(isic):.3f} | {bma:.3f} |",
+          flush=True)
 
 
 def main() -> None:
@@ -81,8 +74,9 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--exclude", type=Path, help="split.csv whose lockbox rows to leave out")
-    parser.add_argument("--variants", nargs="+", default=["lite0", "lite1", "lite2"])
-    parser.add_argument("--flips", action="store_true", help="also try 4-flip features")
+    parser.add_argument("--backbones", nargs="+", default=[
+        "efficientnet_lite0_ms", "efficientnet_lite1_ms", "efficientnet_lite2_ms"])
+    parser.add_argument("--cache", type=Path, default=Path(".cache/feature_probe"))
     args = parser.parse_args()
     items, _ = read_source(args.folder)
     if args.exclude:
@@ -91,25 +85,29 @@ def main() -> None:
     items = items[items["diagnosis"] != ""]
     classes = sorted(items["diagnosis"].unique())
     y = items["diagnosis"].map(classes.index).to_numpy()
+    groups = items["lesion_id"].where(items["lesion_id"] != "", items["patient_id"])
+    groups = groups.where(groups != "", items["isic_id"]).to_numpy()
     images = np.stack([load_image(p, args.size) for p in items["image_path"]]).astype("float32")
-    print(f"{len(y)} images, {args.size} px; pooled 5-fold out-of-fold one-vs-rest ROC AUC\n")
-    print("| features | " + " | ".join(classes) + " | mean | ISIC 2017 (mel, SK) |")
-    print("|---|" + "---|" * (len(classes) + 2))
-    ensemble: dict[str, list[np.ndarray]] = {}
-    for variant in args.variants:
-        for multi in (False, True):
-            for flips in (False, True) if args.flips else (False,):
-                name = f"{variant}, {'multi-layer' if multi else 'last layer'}" + (
-                    ", 4 flips" if flips else "")
-                x = features(extractor(variant, args.size, multi), images, flips)
-                probs = oof_probs(x, y, len(classes))
-                report(name, y, probs, classes)
-                ensemble.setdefault(f"{multi}-{flips}", []).append(probs)
-    for key, members in ensemble.items():
-        multi, flips = key.split("-")
-        report(f"mean of {'+'.join(args.variants)}, "
-               f"{'multi-layer' if multi == 'True' else 'last layer'}"
-               + (", 4 flips" if flips == "True" else ""), y, np.mean(members, axis=0), classes)
+    print(f"{len(y)} images, {args.size} px; pooled 5-fold out-of-fold (grouped) one-vs-rest "
+          "ROC AUC, balanced accuracy at the arg-max\n")
+    print("| features, head | " + " | ".join(classes) + " | mean | ISIC 2017 | BMA |")
+    print("|---|" + "---|" * (len(classes) + 3))
+    tag = f"{args.folder.name}-{args.size}-{len(y)}"
+    feats = {arch: view_features(arch, images, args.cache / f"{tag}-{arch}.npz")
+             for arch in args.backbones}
+    for views, weight in itertools.product((1, 8), (None, "balanced")):
+        name = f"{views} view{'s' if views > 1 else ''}, class weights {weight or 'none'}"
+        members = {arch: f[0] if views == 1 else f.mean(axis=0) for arch, f in feats.items()}
+        probs = {}
+        for arch, x in members.items():
+            probs[arch] = oof_probs(x, y, groups, len(classes), weight)
+            report(f"{arch}, {name}", y, probs[arch], classes)
+        if len(members) > 1:
+            report(f"mean of the {len(members)}, {name}", y,
+                   np.mean(list(probs.values()), axis=0), classes)
+            report(f"concatenated, {name}", y, oof_probs(
+                np.concatenate(list(members.values()), axis=1), y, groups, len(classes),
+                weight), classes)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from stages.core.cli import parse_target, run_stage
+from stages.core.feature_cache import cached_features
 from stages.core.files import write_json
-from stages.core.inference import probs_and_features
+from stages.core.inference import as_predict, split_at_pool
 from stages.core.metrics import curve_points, with_intervals
 from stages.core.model_io import load_model
 from stages.core.ood import fit_guard
@@ -58,27 +59,37 @@ def main(backbone: str, fold: str) -> None:
     classes = card["classes"]
     prepared = list(read_meta(PREPARED_DIR)["counts"])
     parts = fold_parts(fold, prepared)
-    run = probs_and_features([model])
+    # The model in two halves (backbone → pooled features, features → probabilities): the
+    # same numbers, with the features of a frozen backbone computed once for all folds.
+    extractor, head = split_at_pool(model)
+    head_predict = as_predict(head)
+
+    def run(images):
+        features = cached_features(extractor, images)
+        return head_predict(features), features
+
     features = {}
     scored = {"test": parts.test, "val": parts.val}
     if LOCKBOX in prepared:  # predicted for compare's one look at the served model
         scored[LOCKBOX] = LOCKBOX
     for part, name in scored.items():
         split = read_split(PREPARED_DIR, name)
-        [(probs, features[part])] = run(split.images.astype("float32"))
+        probs, features[part] = run(split.images)
         if tta:
             probs = tta_predict(model, split.images)
         write_submission(predictions_file(backbone, fold, part), split.ids, probs, classes)
         if part == "test":
             scores = with_intervals(split.labels, probs, classes, resamples, get(params, "seed"))
+            scores["fitted_on_validation"] = bool(card.get("fitted_on_validation", False))
             write_json(metrics_file(backbone, fold), scores)
             groups = read_split_table().loc[split.ids, ["sex", "age", "site"]]
             write_json(subgroups_file(backbone, fold), subgroup_metrics(
                 groups, split.labels, probs, classes, resamples, get(params, "seed")))
             write_plots(plots_dir(backbone, fold), split.labels, probs, classes)
-    [(_, features["train"])] = run(read_parts(PREPARED_DIR, parts.train).images.astype("float32"))
+    _, features["train"] = run(read_parts(PREPARED_DIR, parts.train).images)
     fit_guard(features["train"], features["val"]).save(ood_file(backbone, fold))
-    summary = {k: v for k, v in scores.items() if k != "confusion_matrix"}
+    summary = {k: v for k, v in scores.items() if k not in ("confusion_matrix",
+                                                            "fitted_on_validation")}
     print(f"evaluate@{backbone}-{fold}: {json.dumps(summary)}")
 
 

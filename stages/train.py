@@ -12,14 +12,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from stages.core.classifier import build_classifier, compile_classifier, model_card, split_at_pool
+from stages.core.classifier import build_classifier, compile_classifier, model_card
 from stages.core.cli import parse_target, run_stage
 from stages.core.fold_data import backbone_features
 from stages.core.hardware import Hardware
+from stages.core.inference import split_at_pool
 from stages.core.linear_head import fit_linear_head
-from stages.core.params import fit_config, model_config, stage_params, train_solver
+from stages.core.params import (
+    fit_config,
+    logistic_config,
+    model_config,
+    stage_params,
+    train_solver,
+)
 from stages.core.phase import Built, Phase, run_phase
-from stages.core.shards import Split
+from stages.core.shards import Split, concat
 
 
 def main(backbone: str, fold: str) -> None:
@@ -42,13 +49,19 @@ def main(backbone: str, fold: str) -> None:
         trainable = sum(int(w.shape.num_elements() or 0) for w in fitted.trainable_weights)
         note, summary = f"{fit.epochs} epochs", {}
         if solver == "logistic":
-            kernel, bias, c = fit_linear_head(train.images, train.labels, train.ids,
-                                              len(meta["classes"]))
+            logistic = logistic_config(params, backbone, fold)
+            fit_set = concat([train, val]) if logistic.with_validation else train
+            kernel, bias, c = fit_linear_head(fit_set.images, fit_set.labels, fit_set.ids,
+                                              len(meta["classes"]), logistic.class_weight)
             model.get_layer("probs").set_weights([kernel, bias])
-            note = f"logistic regression on {len(train.labels)} feature vectors, C={c:.3g}"
+            note = (f"logistic regression on {len(fit_set.labels)} feature vectors"
+                    f"{' (training + validation)' if logistic.with_validation else ''}, "
+                    f"class weights {logistic.class_weight or 'none'}, C={c:.3g}")
             summary = {"logistic_C": c}
-        return Built(model, model_card(cfg, meta["image_size"], meta["classes"],
-                                       meta.get("preprocessing")),
+        card = model_card(cfg, meta["image_size"], meta["classes"], meta.get("preprocessing"))
+        if solver == "logistic" and logistic.with_validation:
+            card["fitted_on_validation"] = True  # compare will not calibrate on them
+        return Built(model, card,
                      train, val, fitted=fitted,
                      note=f"{cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
                           f"parameters, {note}", summary=summary)

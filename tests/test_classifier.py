@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from stages.core.classifier import split_at_pool
 from stages.core.fold_data import backbone_features
+from stages.core.inference import split_at_pool
 from stages.core.shards import Split
 from tests.tiny_models import tiny_classifier, varied_images
 

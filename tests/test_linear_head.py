@@ -4,30 +4,40 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from stages.core.linear_head import fit_linear_head, source_image
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+from stages.core.linear_head import fit_linear_head, softmax, source_image
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
-def test_folded_weights_answer_like_the_fitted_model(n_classes):
+@pytest.mark.parametrize("class_weight", [None, "balanced"])
+def test_folded_weights_answer_like_the_fitted_model(n_classes, class_weight):
     rng = np.random.default_rng(0)
     features = rng.normal(size=(240, 12)) * rng.uniform(0.5, 20, 12) + rng.uniform(-5, 5, 12)
     labels = np.digitize(features[:, 0] + rng.normal(0, 3, 240),
                          np.quantile(features[:, 0], np.linspace(0, 1, n_classes + 1)[1:-1]))
     ids = np.array([f"ISIC_{i // 4:07d}" + (f"_aug{i % 4}" if i % 4 else "")
                     for i in range(240)])
-    kernel, bias, c = fit_linear_head(features, labels, ids, n_classes)
+    kernel, bias, c = fit_linear_head(features, labels, ids, n_classes, class_weight)
     assert kernel.shape == (12, n_classes) and bias.shape == (n_classes,)
     # The same C on standardised features, refitted plainly: the same probabilities.
     z = (features - features.mean(0)) / (features.std(0) + 1e-6)
-    reference = LogisticRegression(C=c, max_iter=2000).fit(z, labels).predict_proba(z)
-    np.testing.assert_allclose(_softmax(features @ kernel + bias), reference, atol=1e-3)
+    reference = LogisticRegression(C=c, max_iter=2000, class_weight=class_weight).fit(
+        z, labels).predict_proba(z)
+    np.testing.assert_allclose(softmax(features @ kernel + bias), reference, atol=1e-3)
 
 
 def test_copies_of_one_image_count_as_one_group():
     assert list(source_image(np.array(["ISIC_1", "ISIC_1_aug7", "x_aug12"]))) == [
         "ISIC_1", "ISIC_1", "x"]
+
+
+def test_balanced_class_weights_let_the_arg_max_find_a_small_class():
+    rng = np.random.default_rng(1)
+    labels = np.array([0] * 270 + [1] * 30)
+    features = rng.normal(size=(300, 5)) + labels[:, None] * 1.2
+    ids = np.array([f"ISIC_{i:07d}" for i in range(300)])
+    recall = {}
+    for weight in (None, "balanced"):
+        kernel, bias, _ = fit_linear_head(features, labels, ids, 2, weight)
+        predicted = softmax(features @ kernel + bias).argmax(axis=1)
+        recall[weight] = (predicted[labels == 1] == 1).mean()
+    assert recall["balanced"] > recall[None] + 0.2

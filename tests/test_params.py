@@ -7,9 +7,11 @@ from stages.core.params import (
     fit_config,
     get,
     load_params,
+    logistic_config,
     model_config,
     number,
     stage_params,
+    train_solver,
 )
 from tests.conftest import REPO
 
@@ -24,8 +26,26 @@ def test_shipped_params_are_valid_for_every_model(params):
         cfg, _, _ = _all_of(params, name)
         assert cfg.name == name
         assert len(cfg.head.dense) == len(cfg.head.dropout)
+        if train_solver(params, name) == "logistic":
+            assert logistic_config(params, name, "0").class_weight in (None, "balanced")
     for name in params["backbones"]:
         assert name in params["models"], f"backbone {name} has no models.{name} section"
+
+
+def test_logistic_settings_are_checked(params):
+    name = next(n for n in params["models"] if train_solver(params, n) == "logistic")
+    train = params["models"][name]["train"]
+    train["fit_on"] = "train+val"
+    assert logistic_config(params, name, "3").with_validation
+    # A holdout model is calibrated on its validation images: they must stay unseen.
+    with pytest.raises(ParamsError, match="fit_on: train\\+val' needs cross-validation"):
+        logistic_config(params, name, "holdout")
+    train["fit_on"], train["class_weight"] = "train", "inverse"
+    with pytest.raises(ParamsError, match=f"'models.{name}.train.class_weight' must be one of"):
+        logistic_config(params, name, "0")
+    params["models"][name]["head"]["views"] = 3
+    with pytest.raises(ParamsError, match=f"'models.{name}.head.views' must be one of"):
+        model_config(params, name)
 
 
 def test_default_head_is_the_densenet_recipe(params):

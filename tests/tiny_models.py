@@ -22,18 +22,22 @@ REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["benign", "malignant"]
 
 
-def _config(backbone: str, weights: str | None = None) -> ModelConfig:
+def _config(backbone: str, weights: str | None = None, views: int | None = None) -> ModelConfig:
     """models.<backbone> from params.yaml; random weights unless asked (efficientnet_lite0's
-    ImageNet weights come with pip, the keras.applications ones would need the internet)."""
+    ImageNet weights come with pip, the keras.applications ones would need the internet);
+    `views` overrides head.views."""
     params = load_params(REPO / "params.yaml")
     params["models"][backbone]["weights"] = weights
+    if views is not None:
+        params["models"][backbone]["head"]["views"] = views
     return model_config(params, backbone)
 
 
 def tiny_classifier(backbone: str, image_size: int = 32, n_classes: int = 2,
-                    seed: int = 0, weights: str | None = None) -> keras.Model:
+                    seed: int = 0, weights: str | None = None,
+                    views: int | None = None) -> keras.Model:
     keras.utils.set_random_seed(seed)
-    model = build_classifier(_config(backbone, weights), image_size, n_classes)
+    model = build_classifier(_config(backbone, weights, views), image_size, n_classes)
     spread_outputs(model, seed)
     return model
 

@@ -10,17 +10,21 @@ from __future__ import annotations
 import keras
 
 from stages.core.backbones import build_base, get_backbone
-from stages.core.layers import batch_norm
+from stages.core.layers import DihedralViews, ViewMean, batch_norm
 from stages.core.params import HeadConfig, ModelConfig
 
 
 def build_classifier(cfg: ModelConfig, image_size: int, n_classes: int) -> keras.Model:
-    """Raw RGB (0..255) in, class probabilities out."""
+    """Raw RGB (0..255) in, class probabilities out; with head.views > 1 the pooled features
+    are the mean over that many flips/rotations of the image (multi-view inference, inside
+    the model so every tool that runs it gets it)."""
     shape = (image_size, image_size, 3)
     inputs = keras.Input(shape, name="image")
     x = inputs
     for layer in get_backbone(cfg.arch).scaling():
         x = layer(x)
+    if cfg.head.views > 1:
+        x = DihedralViews(cfg.head.views, name="views")(x)
     base = build_base(cfg.arch, shape, cfg.weights)
     pretrained = cfg.weights is not None
     if pretrained:
@@ -40,7 +44,10 @@ def _head(x, head: HeadConfig, n_classes: int):
     pool = keras.layers.GlobalAveragePooling2D if head.pooling == "avg" else (
         keras.layers.GlobalMaxPooling2D
     )
-    x = pool(name="pool")(x)
+    if head.views > 1:  # pooled per view, then averaged over the views: "pool" as ever
+        x = ViewMean(head.views, name="pool")(pool(name="pool_views")(x))
+    else:
+        x = pool(name="pool")(x)
     for i, (units, rate) in enumerate(zip(head.dense, head.dropout, strict=True)):
         x = keras.layers.Dense(units, activation="relu", name=f"head_dense{i}")(x)
         if head.batch_norm:
@@ -48,17 +55,6 @@ def _head(x, head: HeadConfig, n_classes: int):
         x = keras.layers.Dropout(rate, name=f"head_dropout{i}")(x)
     # float32 output even under mixed precision, so probabilities stay exact.
     return keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
-
-
-def split_at_pool(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(image → pooled backbone features, features → probabilities), sharing `model`'s layers:
-    training the second trains `model`'s head."""
-    pool = model.get_layer("pool")
-    extractor = keras.Model(model.input, pool.output, name=f"{model.name}_features")
-    x = features = keras.Input(pool.output.shape[1:], name="features")
-    for layer in model.layers[model.layers.index(pool) + 1:]:  # the head is a plain chain
-        x = layer(x)
-    return extractor, keras.Model(features, x, name=f"{model.name}_head")
 
 
 def compile_classifier(model: keras.Model, lr: float) -> None:

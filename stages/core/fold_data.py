@@ -8,7 +8,7 @@ from typing import Any
 
 import keras
 
-from stages.core.inference import inference, predict_batches
+from stages.core.feature_cache import cached_features
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
 from stages.core.shards import Split, fold_parts, read_meta, read_parts, read_split
 
@@ -21,9 +21,9 @@ def training_data(fold: str) -> tuple[Split, Split, dict]:
 
 
 def backbone_features(extractor: keras.Model, split: Split, batch_size: int) -> Split:
-    """`split` with each image replaced by what `extractor` makes of it (float32 vectors)."""
-    features = predict_batches(inference(extractor), split.images, batch_size)
-    return Split(features, split.labels, split.ids)
+    """`split` with each image replaced by what `extractor` makes of it (float32 vectors),
+    computed once per image and extractor (core/feature_cache.py)."""
+    return Split(cached_features(extractor, split.images, batch_size), split.labels, split.ids)
 
 
 def epoch_batches(split: Split, n_classes: int, batch_size: int, seed: int, first_epoch: int,

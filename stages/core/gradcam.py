@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from stages.core.layers import DIHEDRAL, DihedralViews, undo_dihedral
+
 
 def _split(model: keras.Model) -> tuple[list[keras.layers.Layer], list[keras.layers.Layer]]:
     """The layers up to and including the backbone, and those after it (the head).
@@ -61,6 +63,8 @@ def _cam_function(model: keras.Model):
     if compiled is not None:
         return compiled
     features_part, head = _split(model)
+    views = max([layer.views for layer in features_part if isinstance(layer, DihedralViews)],
+                default=1)
 
     @tf.function(reduce_retracing=True)
     def cam(x: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -73,7 +77,11 @@ def _cam_function(model: keras.Model):
             score = tf.gather(scores, index, axis=1)
         grads = tape.gradient(score, features)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # one per channel
-        return tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[0], index
+        maps = tf.reduce_sum(weights * features, axis=-1, keepdims=True)  # (views, h, w, 1)
+        # A multi-view model scored the image in several orientations: turn each view's map
+        # back to the image's own orientation and add them up.
+        maps = [undo_dihedral(maps[v:v + 1], *DIHEDRAL[v]) for v in range(views)]
+        return tf.nn.relu(tf.add_n(maps))[0, ..., 0], index
 
     _COMPILED[model] = cam
     return cam

@@ -57,3 +57,14 @@ def probs_and_features(models: list[keras.Model], batch_size: int = 64):
         return list(zip(joined[::2], joined[1::2], strict=True))
 
     return predict
+
+
+def split_at_pool(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """(image → pooled backbone features, features → probabilities), sharing `model`'s layers:
+    training the second trains `model`'s head."""
+    pool = model.get_layer("pool")
+    extractor = keras.Model(model.input, pool.output, name=f"{model.name}_features")
+    x = features = keras.Input(pool.output.shape[1:], name="features")
+    for layer in model.layers[model.layers.index(pool) + 1:]:  # the head is a plain chain
+        x = layer(x)
+    return extractor, keras.Model(features, x, name=f"{model.name}_head")

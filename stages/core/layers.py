@@ -43,3 +43,77 @@ class TemperatureScaling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature}
+
+
+# The eight symmetries of the square (core/tta.py names them), as (transpose?, flip rows?,
+# flip columns?) of an (n, h, w, c) batch, applied in that order. A dermoscopy image has no
+# "up", so the same lesion seen in each of them is the same lesion.
+DIHEDRAL = ((False, False, False), (False, True, False), (False, False, True),
+            (False, True, True), (True, False, False), (True, True, False),
+            (True, False, True), (True, True, True))
+
+
+def dihedral(x, transpose: bool, flip_rows: bool, flip_cols: bool):
+    """One symmetry of a batch of square maps (n, h, w, c)."""
+    if transpose:
+        x = keras.ops.transpose(x, (0, 2, 1, 3))
+    if flip_rows:
+        x = keras.ops.flip(x, axis=1)
+    if flip_cols:
+        x = keras.ops.flip(x, axis=2)
+    return x
+
+
+def undo_dihedral(x, transpose: bool, flip_rows: bool, flip_cols: bool):
+    """The inverse of `dihedral` with the same arguments (maps of shape (n, h, w, c))."""
+    if flip_cols:
+        x = keras.ops.flip(x, axis=2)
+    if flip_rows:
+        x = keras.ops.flip(x, axis=1)
+    if transpose:
+        x = keras.ops.transpose(x, (0, 2, 1, 3))
+    return x
+
+
+@keras.saving.register_keras_serializable(package="skin_lesion")
+class DihedralViews(keras.layers.Layer):
+    """(n, s, s, c) → (views·n, s, s, c): the first `views` symmetries of each image, stacked
+    view-major along the batch, so the backbone sees them all in one pass. With ViewMean
+    after the pooling, the model's features (and so its answer) are the mean over the
+    views: multi-view inference inside the model, the same in evaluate, predict, the web
+    app and export."""
+
+    def __init__(self, views: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        if views not in (1, 2, 4, 8):
+            raise ValueError(f"views must be 1, 2, 4 or 8, got {views}")
+        self.views = int(views)
+
+    def call(self, images):
+        return keras.ops.concatenate([dihedral(images, *DIHEDRAL[v])
+                                      for v in range(self.views)], axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "views": self.views}
+
+
+@keras.saving.register_keras_serializable(package="skin_lesion")
+class ViewMean(keras.layers.Layer):
+    """(views·n, d) → (n, d): the mean over the views DihedralViews stacked."""
+
+    def __init__(self, views: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.views = int(views)
+
+    def call(self, x):
+        shape = keras.ops.shape(x)
+        return keras.ops.mean(keras.ops.reshape(x, (self.views, -1, shape[-1])), axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "views": self.views}

@@ -23,10 +23,20 @@ def source_image(ids: np.ndarray) -> np.ndarray:
     return np.array([str(i).split("_aug")[0] for i in ids])
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def fit_linear_head(features: np.ndarray, labels: np.ndarray, ids: np.ndarray,
-                    n_classes: int) -> tuple[np.ndarray, np.ndarray, float]:
+                    n_classes: int, class_weight: str | None = None,
+                    ) -> tuple[np.ndarray, np.ndarray, float]:
     """(kernel (d, n_classes), bias (n_classes,), chosen C) of softmax(features @ kernel +
-    bias), fitted on standardised features and expressed on the raw ones."""
+    bias), fitted on standardised features and expressed on the raw ones.
+
+    class_weight "balanced" weighs each class inversely to its count, so the arg-max no
+    longer favours the largest class (balanced accuracy, ISIC 2018/2019's metric); None
+    fits the data's own class frequencies."""
     mean = features.mean(axis=0)
     scale = features.std(axis=0) + 1e-6
     z = (features - mean) / scale
@@ -34,7 +44,8 @@ def fit_linear_head(features: np.ndarray, labels: np.ndarray, ids: np.ndarray,
     folds = GroupKFold(n_splits=min(INNER_FOLDS, len(set(groups))))
     splits = list(folds.split(z, labels, groups))
     model = LogisticRegressionCV(Cs=C_GRID, cv=splits, scoring="neg_log_loss", max_iter=2000,
-                                 l1_ratios=(0.0,), use_legacy_attributes=False)
+                                 l1_ratios=(0.0,), use_legacy_attributes=False,
+                                 class_weight=class_weight)
     model.fit(z, labels)
     coef, intercept = model.coef_, model.intercept_
     if n_classes == 2 and coef.shape[0] == 1:  # one logit for class 1: softmax of (0, logit)

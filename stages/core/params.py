@@ -102,7 +102,7 @@ def flag(params: dict[str, Any], key: str) -> bool:
 def choice(params: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
     value = get(params, key)
     if value not in allowed:
-        options = ", ".join(allowed)
+        options = ", ".join(map(str, allowed))
         raise ParamsError(f"params.yaml: '{key}' must be one of {options}; got {value!r}")
     return value
 
@@ -110,6 +110,7 @@ def choice(params: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
 @dataclass(frozen=True)
 class HeadConfig:
     pooling: str
+    views: int  # the features are the mean over this many flips/rotations (layers.DihedralViews)
     dense: tuple[int, ...]
     dropout: tuple[float, ...]
     batch_norm: bool
@@ -165,6 +166,35 @@ def train_solver(params: dict[str, Any], name: str) -> str:
     return solver
 
 
+@dataclass(frozen=True)
+class LogisticConfig:
+    """How `solver: logistic` fits: class weights, and which of the fold's images it fits on."""
+
+    class_weight: str | None  # None: the data's own class frequencies; "balanced"
+    with_validation: bool  # fit on the training AND validation parts (cross-validation only)
+
+
+CLASS_WEIGHTS = ("none", "balanced")
+FIT_ON = ("train", "train+val")
+
+
+def logistic_config(params: dict[str, Any], name: str, fold: str) -> LogisticConfig:
+    """The validated `class_weight` and `fit_on` of `models.<name>.train` (solver logistic).
+
+    A logistic head stops at no epoch and chooses C by inner cross-validation, so with
+    cross-validation the validation fold has nothing to do and `fit_on: train+val` fits on
+    it too. With a holdout split the validation images calibrate the served model and set
+    its threshold, so they must stay unseen."""
+    key = f"models.{name}.train"
+    weight = choice(params, f"{key}.class_weight", CLASS_WEIGHTS)
+    fit_on = choice(params, f"{key}.fit_on", FIT_ON)
+    if fit_on == "train+val" and str(fold) == "holdout":
+        raise ParamsError(f"params.yaml: '{key}.fit_on: train+val' needs cross-validation "
+                          "(folds: [0, 1, ...]); a holdout model is calibrated on its "
+                          "validation images, so set it to train")
+    return LogisticConfig(None if weight == "none" else weight, fit_on == "train+val")
+
+
 def finetune_config(params: dict[str, Any], name: str) -> FinetuneConfig:
     """The validated `models.<name>.finetune` section."""
     key = f"models.{name}.finetune"
@@ -200,6 +230,7 @@ def model_config(params: dict[str, Any], name: str) -> ModelConfig:
         weights=weights_setting(params, name),
         head=HeadConfig(
             pooling=choice(params, f"{head_key}.pooling", ("avg", "max")),
+            views=int(choice(params, f"{head_key}.views", (1, 2, 4, 8))),
             dense=tuple(int(u) for u in dense),
             dropout=tuple(float(d) for d in dropout),
             batch_norm=flag(params, f"{head_key}.batch_norm"),

@@ -13,6 +13,7 @@ Estimates and fitting never share images:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,15 @@ from stages.core.calibration import (
 )
 from stages.core.errors import MissingInputError
 from stages.core.metrics import bootstrap_intervals, pauc_above_tpr, with_intervals
-from stages.core.paths import HOLDOUT, LOCKBOX, model_dir, ood_file, predictions_file
+from stages.core.params import ParamsError
+from stages.core.paths import (
+    HOLDOUT,
+    LOCKBOX,
+    metrics_file,
+    model_dir,
+    ood_file,
+    predictions_file,
+)
 
 
 @dataclass
@@ -178,6 +187,14 @@ def build_served(backbones: list[str], folds: list, serve: str, truth: pd.Series
         fold = folds[0] if not cross_validated else str(serve)
         if fold not in folds:
             raise MissingInputError(f"compare.serve: fold {serve} is not in `folds` {folds}")
+        fitted = [b for b in backbones
+                  if json.loads(metrics_file(b, fold).read_text()).get("fitted_on_validation")]
+        if fitted:
+            raise ParamsError(
+                f"compare.serve: fold {fold}'s {', '.join(fitted)} model was fitted on its "
+                "validation images (train.fit_on: train+val), which would calibrate it and "
+                "set its threshold; serve the fold ensemble (compare.serve: ensemble) or fit "
+                "on train only")
         val = pooled_predictions(backbones, [fold], "val", truth)
         test = pooled_predictions(backbones, [fold], "test", truth)
         classes = list(pd.read_csv(predictions_file(backbones[0], fold)).columns[1:])

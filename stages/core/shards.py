@@ -77,18 +77,18 @@ def iter_shards(data_dir: Path, split: str) -> Iterator[Split]:
             yield Split(shard["images"], shard["labels"], shard["ids"])
 
 
-def _concat(parts: list[Split]) -> Split:
+def concat(parts: list[Split]) -> Split:
     return Split(*(np.concatenate([getattr(p, f) for p in parts])
                    for f in ("images", "labels", "ids")))
 
 
 def read_split(data_dir: Path, split: str) -> Split:
-    return _concat(list(iter_shards(data_dir, split)))
+    return concat(list(iter_shards(data_dir, split)))
 
 
 def read_parts(data_dir: Path, parts: list[str]) -> Split:
     """Several parts (e.g. the training folds of a cross-validation run) as one Split."""
-    return _concat([read_split(data_dir, part) for part in parts])
+    return concat([read_split(data_dir, part) for part in parts])
 
 
 @dataclass(frozen=True)

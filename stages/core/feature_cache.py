@@ -1,0 +1,70 @@
+"""Pooled backbone features, computed once per image and reused by every stage and fold.
+
+A frozen backbone (every `solver: logistic` model, and phase 1 of every pretrained one) turns
+an image into the same features in the train stage of each fold and in each evaluate stage;
+with 5 folds and multi-view models (head.views) computing them anew each time is most of a
+run. So features are kept in .cache/features/<extractor>/, one folder per extractor, keyed
+by what decides them and nothing else: the extractor's weights and what it computes (a
+fine-tuned backbone, or another number of views, is another extractor), TensorFlow's
+version, and each image's pixels. A
+hit is by construction the very number a recomputation gives on this machine, so the cache
+can be deleted at any time, and is never a DVC output (git-ignored, like .cache/backup).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from stages.core.files import atomic_path
+from stages.core.inference import inference, predict_batches
+
+CACHE_DIR = Path(".cache/features")
+
+
+def extractor_key(extractor: keras.Model) -> str:
+    """What decides the features: the weights, and what the extractor makes of a fixed
+    random probe (so two architectures, or views, with the same weights differ), to 6
+    significant digits (a last-bit difference of the arithmetic is a miss, never a wrong
+    hit); and TensorFlow's version."""
+    import tensorflow as tf
+
+    digest = hashlib.sha256(tf.__version__.encode())
+    for weight in extractor.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    probe = np.random.default_rng(0).uniform(0, 255, (2, *extractor.input_shape[1:]))
+    answer = np.asarray(inference(extractor)(probe.astype(np.float32)))
+    digest.update(" ".join(f"{v:.5e}" for v in answer.ravel()).encode())
+    return digest.hexdigest()[:20]
+
+
+def image_keys(images: np.ndarray) -> np.ndarray:
+    return np.array([hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+                     for image in images])
+
+
+def cached_features(extractor: keras.Model, images: np.ndarray, batch_size: int = 64,
+                    cache_dir: Path = CACHE_DIR) -> np.ndarray:
+    """extractor(images) as float32 (n, d), from the cache where it has them; the images
+    it lacks are computed in one batched pass and added."""
+    folder = cache_dir / extractor_key(extractor)
+    known: dict[str, np.ndarray] = {}
+    for chunk in sorted(folder.glob("chunk-*.npz")):
+        with np.load(chunk) as stored:
+            known.update(zip(stored["keys"], stored["features"], strict=True))
+    keys = image_keys(images)
+    missing = sorted(set(keys) - set(known))
+    if missing:
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}
+        rows = [first[key] for key in missing]
+        computed = predict_batches(inference(extractor), images[rows], batch_size)
+        known.update(zip(missing, computed, strict=True))
+        name = hashlib.sha1("".join(missing).encode()).hexdigest()[:16]
+        with atomic_path(folder / f"chunk-{name}.npz", suffix=".npz") as tmp:
+            np.savez(tmp, keys=np.array(missing), features=computed)
+    if not len(keys):
+        return np.zeros((0, extractor.output_shape[-1]), np.float32)
+    return np.stack([known[key] for key in keys]).astype(np.float32)

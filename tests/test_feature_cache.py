@@ -1,0 +1,43 @@
+"""Features computed once per image and extractor, reused across folds and stages."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stages.core import feature_cache
+from stages.core.feature_cache import cached_features, extractor_key
+from stages.core.inference import inference, predict_batches, split_at_pool
+from tests.tiny_models import tiny_classifier, varied_images
+
+
+def test_a_hit_is_what_a_recomputation_gives_and_computes_nothing(tmp_path, monkeypatch):
+    extractor, _ = split_at_pool(tiny_classifier("small_cnn", 32))
+    images = varied_images(10, 32, seed=1)
+    direct = predict_batches(inference(extractor), images, 4)
+    first = cached_features(extractor, images[:6], cache_dir=tmp_path)
+    np.testing.assert_array_equal(first, direct[:6])
+    # Overlapping sets, in another order, with a repeat: only the 4 new images are computed.
+    computed = []
+    real = feature_cache.predict_batches
+    monkeypatch.setattr(feature_cache, "predict_batches",
+                        lambda infer, x, b: computed.append(len(x)) or real(infer, x, b))
+    order = [9, 0, 3, 7, 3, 6, 8, 1]
+    np.testing.assert_allclose(cached_features(extractor, images[order], cache_dir=tmp_path),
+                               direct[order], atol=1e-6)
+    assert computed == [4]
+    np.testing.assert_allclose(cached_features(extractor, images, cache_dir=tmp_path), direct,
+                               atol=1e-6)
+    assert computed == [4]
+
+
+def test_other_weights_or_views_are_another_extractor():
+    base, _ = split_at_pool(tiny_classifier("small_cnn", 32, seed=0))
+    same, _ = split_at_pool(tiny_classifier("small_cnn", 32, seed=0))
+    other, _ = split_at_pool(tiny_classifier("small_cnn", 32, seed=1))
+    views, _ = split_at_pool(tiny_classifier("small_cnn", 32, seed=0, views=8))
+    assert extractor_key(base) == extractor_key(same)
+    assert extractor_key(other) != extractor_key(base)
+    assert extractor_key(views) != extractor_key(base)
+    for layer in same.layers:  # freezing does not change what it computes
+        layer.trainable = False
+    assert extractor_key(same) == extractor_key(base)
