@@ -10,15 +10,15 @@ pipeline's own logistic head (core/linear_head.py) by 5-fold cross-validation gr
 lesion/patient, on the pooled out-of-fold predictions: each class's one-vs-rest AUC, their
 mean, the ISIC 2017 ranking score (mean of the melanoma and seborrheic keratosis AUCs) and
 balanced multiclass accuracy at the arg-max (ISIC 2018's metric). Variants: one view or the
-mean features of all eight; class weights none or balanced; each backbone alone, the mean of
-their probabilities, and their features concatenated. `--exclude` names a split.csv whose
-`lockbox` rows are left out, so the probe never sees the images that judge the final choice.
+mean features of all eight (head.views: 8); class weights none or balanced (on eight views);
+each backbone alone and the mean of their probabilities (the served ensemble's rule).
+`--exclude` names a split.csv whose `lockbox` rows are left out, so the probe never sees the
+images that judge the final choice.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +95,8 @@ def main() -> None:
     tag = f"{args.folder.name}-{args.size}-{len(y)}"
     feats = {arch: view_features(arch, images, args.cache / f"{tag}-{arch}.npz")
              for arch in args.backbones}
-    for views, weight in itertools.product((1, 8), (None, "balanced")):
+    # Views first (on the data's own class frequencies), then class weights on 8 views.
+    for views, weight in ((1, None), (8, None), (8, "balanced")):
         name = f"{views} view{'s' if views > 1 else ''}, class weights {weight or 'none'}"
         members = {arch: f[0] if views == 1 else f.mean(axis=0) for arch, f in feats.items()}
         probs = {}
@@ -105,9 +106,6 @@ def main() -> None:
         if len(members) > 1:
             report(f"mean of the {len(members)}, {name}", y,
                    np.mean(list(probs.values()), axis=0), classes)
-            report(f"concatenated, {name}", y, oof_probs(
-                np.concatenate(list(members.values()), axis=1), y, groups, len(classes),
-                weight), classes)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import numpy as np
 
 from stages.core.cli import run_stage
 from stages.core.errors import PipelineError
+from stages.core.inference import member_outputs
 from stages.core.layers import TemperatureScaling
 from stages.core.model_io import write_model
 from stages.core.params import flag, stage_params
@@ -77,14 +78,12 @@ def tflite_predict(path: Path, images: np.ndarray) -> np.ndarray:
 
 
 def served_graph(predictor: Predictor) -> keras.Model:
-    """The served model as one Keras graph: every member on the same input, their mean,
-    then the calibration. A deployer loads one file."""
+    """The served model as one Keras graph: every member on the same input (members that
+    share a frozen backbone share its pass and its weights), their mean, then the
+    calibration. A deployer loads one file."""
     size = predictor.image_size
     inputs = keras.Input((size, size, 3), name="image")
-    outputs = []
-    for i, member in enumerate(predictor.members):
-        member.name = f"member{i}_{member.name}"  # layer names must be unique in one graph
-        outputs.append(member(inputs))
+    outputs = [probs for probs, _ in member_outputs(predictor.members, inputs)]
     mean = keras.layers.Average(name="mean")(outputs) if len(outputs) > 1 else outputs[0]
     calibrated = TemperatureScaling(predictor.temperature, name="calibration")(mean)
     return keras.Model(inputs, calibrated, name="served")

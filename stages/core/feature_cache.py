@@ -20,25 +20,9 @@ import keras
 import numpy as np
 
 from stages.core.files import atomic_path
-from stages.core.inference import inference, predict_batches
+from stages.core.inference import extractor_key, inference, predict_batches
 
 CACHE_DIR = Path(".cache/features")
-
-
-def extractor_key(extractor: keras.Model) -> str:
-    """What decides the features: the weights, and what the extractor makes of a fixed
-    random probe (so two architectures, or views, with the same weights differ), to 6
-    significant digits (a last-bit difference of the arithmetic is a miss, never a wrong
-    hit); and TensorFlow's version."""
-    import tensorflow as tf
-
-    digest = hashlib.sha256(tf.__version__.encode())
-    for weight in extractor.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    probe = np.random.default_rng(0).uniform(0, 255, (2, *extractor.input_shape[1:]))
-    answer = np.asarray(inference(extractor)(probe.astype(np.float32)))
-    digest.update(" ".join(f"{v:.5e}" for v in answer.ravel()).encode())
-    return digest.hexdigest()[:20]
 
 
 def image_keys(images: np.ndarray) -> np.ndarray:

@@ -3,7 +3,9 @@ and the web app all turn images into probabilities through `as_predict`."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -37,17 +39,35 @@ def as_predict(model: keras.Model | Predict, batch_size: int = 64) -> Predict:
     return lambda images: predict_batches(infer, images, batch_size)
 
 
+def member_outputs(models: list[keras.Model], image) -> list[tuple[Any, Any]]:
+    """(class probabilities, pooled backbone features) of each model on the Keras input
+    `image`, as tensors of one graph. Models whose feature halves are the same (the fold
+    models of a frozen backbone: one backbone, five heads) share one backbone pass, so a
+    15-member ensemble of 3 frozen backbones costs 3 backbones. A model with no single
+    "pool" layer (an exported ensemble graph) gives zero-width features."""
+    shared: dict[str, Any] = {}
+    outputs = []
+    for i, model in enumerate(models):
+        if not [layer for layer in model.layers if layer.name == "pool"]:
+            probs = model(image)
+            outputs.append((probs, keras.ops.zeros_like(probs)[:, :0]))
+            continue
+        extractor, head = split_at_pool(model)
+        key = extractor_key(extractor)
+        if key not in shared:
+            extractor.name = f"member{i}_{extractor.name}"  # unique within one graph
+            shared[key] = extractor(image)
+        head.name = f"member{i}_{head.name}"
+        outputs.append((head(shared[key]), shared[key]))
+    return outputs
+
+
 def probs_and_features(models: list[keras.Model], batch_size: int = 64):
     """A batch function → [(class probabilities, pooled backbone features)] per model, all
-    models in one graph and one pass: what the out-of-distribution guard (core/ood.py)
-    measures its distance on. A model with no single "pool" layer (an exported ensemble
-    graph) gives zero-width features."""
+    models in one graph and one pass (member_outputs): what the out-of-distribution guard
+    (core/ood.py) measures its distance on."""
     image = keras.Input(models[0].input_shape[1:], name="image")
-    outputs = []
-    for model in models:
-        pools = [layer for layer in model.layers if layer.name == "pool"]
-        features = pools[0].output if pools else keras.ops.zeros_like(model.output)[:, :0]
-        outputs += keras.Model(model.input, [model.output, features])(image)
+    outputs = [tensor for pair in member_outputs(models, image) for tensor in pair]
     infer = inference(keras.Model(image, outputs))
 
     def predict(images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -68,3 +88,19 @@ def split_at_pool(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     for layer in model.layers[model.layers.index(pool) + 1:]:  # the head is a plain chain
         x = layer(x)
     return extractor, keras.Model(features, x, name=f"{model.name}_head")
+
+
+def extractor_key(extractor: keras.Model) -> str:
+    """What decides the features: the weights, and what the extractor makes of a fixed
+    random probe (so two architectures, or views, with the same weights differ), to 6
+    significant digits (a last-bit difference of the arithmetic is a miss, never a wrong
+    hit); and TensorFlow's version."""
+    import tensorflow as tf
+
+    digest = hashlib.sha256(tf.__version__.encode())
+    for weight in extractor.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    probe = np.random.default_rng(0).uniform(0, 255, (2, *extractor.input_shape[1:]))
+    answer = np.asarray(inference(extractor)(probe.astype(np.float32)))
+    digest.update(" ".join(f"{v:.5e}" for v in answer.ravel()).encode())
+    return digest.hexdigest()[:20]
