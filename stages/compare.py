@@ -12,6 +12,7 @@ data goes to metrics/plots/served/.
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -57,6 +58,22 @@ def ensemble_scores(members: list[str], folds: list, truth: pd.Series) -> list[d
         mean, y = member_mean(members, str(fold), "test", truth)
         scores.append(classification_metrics(y, mean.to_numpy(), list(mean.columns)))
     return scores
+
+
+def candidate_sets(setting: list[str] | str, backbones: list[str]) -> list[list[str]]:
+    """The member sets compare chooses the served model from (core/served.py): each
+    backbone alone ([]), the one listed set, or every non-empty subset of `backbones`
+    ("auto"; smaller sets first, so a tie keeps the smaller)."""
+    if setting == "auto":
+        return [list(s) for k in range(1, len(backbones) + 1)
+                for s in itertools.combinations(backbones, k)]
+    if not setting:
+        return [[b] for b in backbones]
+    unknown = sorted(set(setting) - set(backbones)) if isinstance(setting, list) else setting
+    if unknown or len(setting) < 2:
+        raise PipelineError("params.yaml: 'compare.ensemble' is auto, [] or two or more names "
+                            f"from `backbones`; got {setting}")
+    return [list(setting)]
 
 
 def summarize(per_fold: list[dict]) -> dict:
@@ -146,19 +163,18 @@ def main() -> None:
     split_table = read_split_table()
     truth = split_table["label"]
     rows = {name: summarize(read_fold_scores(name, folds)) for name in backbones}
-    members = get(params, "compare.ensemble") or []
-    if members:
-        unknown = sorted(set(members) - set(backbones))
-        if unknown or len(members) < 2:
-            raise PipelineError("params.yaml: 'compare.ensemble' needs two or more names from "
-                                f"`backbones`; got {members}")
-        rows[ENSEMBLE] = summarize(ensemble_scores(members, folds, truth))
-    ranked = leaderboard(rows, rank_by)
+    setting = get(params, "compare.ensemble") or []
+    candidates = candidate_sets(setting, backbones)
     resamples = number(params, "evaluate.bootstrap", 0, 100_000, integer=True)
-    best = next(name for name, _ in ranked if name != ENSEMBLE)
     card, result = build_served(
-        members or [best], folds, str(get(params, "compare.serve")), truth,
-        number(params, "compare.target_sensitivity", 0.01, 1.0), resamples, get(params, "seed"))
+        candidates, folds, str(get(params, "compare.serve")), truth,
+        number(params, "compare.target_sensitivity", 0.01, 1.0), resamples, get(params, "seed"),
+        rank_by)
+    served = list(dict.fromkeys(m["backbone"] for m in card["members"]))
+    if len(served) > 1:  # the served backbones' ensemble on the leaderboard, fold by fold
+        rows[ENSEMBLE] = summarize(ensemble_scores(served, folds, truth))
+    ranked = leaderboard(rows, rank_by)
+    best = next(name for name, _ in ranked if name != ENSEMBLE)
     meta = read_meta(PREPARED_DIR)
     card |= {"image_size": meta["image_size"], "preprocessing": meta.get("preprocessing", {})}
     write_json(SERVED_CARD, card)
@@ -172,7 +188,7 @@ def main() -> None:
     summary = {
         "best": best,
         "rank_by": rank_by,
-        "ensemble": members,
+        "ensemble": setting,
         "scores": dict(ranked),  # keyed by model, so `dvc metrics show/diff` can flatten it
         "served": {"name": card["name"], "members": len(card["members"]),
                    "estimate": card["estimate"], "decision": card["decision"],

@@ -31,7 +31,12 @@ from stages.core.calibration import (
     threshold_for_sensitivity,
 )
 from stages.core.errors import MissingInputError
-from stages.core.metrics import bootstrap_intervals, pauc_above_tpr, with_intervals
+from stages.core.metrics import (
+    bootstrap_intervals,
+    classification_metrics,
+    pauc_above_tpr,
+    with_intervals,
+)
 from stages.core.params import ParamsError
 from stages.core.paths import (
     HOLDOUT,
@@ -75,6 +80,55 @@ def pooled_predictions(backbones: list[str], folds: list[str], part: str,
         probs.append(mean.to_numpy())
         groups.append(np.full(len(y), k))
     return Predictions(*(np.concatenate(x) for x in (ids, labels, probs, groups)))
+
+
+def _subset_score(p: Predictions, rank_by: str, classes: list[str]) -> float:
+    score = classification_metrics(p.labels, p.probs, classes).get(rank_by)
+    return -1.0 if score is None else float(score)
+
+
+def _restrict(p: Predictions, keep: np.ndarray) -> Predictions:
+    return Predictions(p.ids[keep], p.labels[keep], p.probs[keep], p.groups[keep])
+
+
+def choose_members(candidates: list[list[str]], pooled: dict[tuple[str, ...], Predictions],
+                   rank_by: str, classes: list[str], exclude: int | None = None) -> list[str]:
+    """The candidate member set whose pooled out-of-fold predictions score best by
+    `rank_by`, judged without the images of fold `exclude` (cross-fitting: the estimate for
+    a fold never uses that fold's labels to pick what scores it). Ties: the earlier one."""
+    best, best_score = candidates[0], -np.inf
+    for members in candidates:
+        p = pooled[tuple(members)]
+        if exclude is not None:
+            p = _restrict(p, p.groups != exclude)
+        score = _subset_score(p, rank_by, classes)
+        if score > best_score:
+            best, best_score = members, score
+    return best
+
+
+def nested_out_of_fold(candidates: list[list[str]], folds: list[str], truth: pd.Series,
+                       rank_by: str) -> tuple[Predictions, list[str], list[list[str]], Predictions]:
+    """With several candidate member sets: each fold's out-of-fold predictions come from the
+    set chosen on the other folds (so the estimate includes the choice), and the set chosen
+    on all folds is what is served. Returns (nested predictions, served set, each fold's
+    set, the served set's own out-of-fold predictions: what its calibration is fitted on)."""
+    pooled = {tuple(m): pooled_predictions(m, folds, "test", truth) for m in candidates}
+    first = pooled[tuple(candidates[0])]
+    classes = list(pd.read_csv(predictions_file(candidates[0][0], folds[0])).columns[1:])
+    served = choose_members(candidates, pooled, rank_by, classes)
+    if len(candidates) == 1:
+        return first, served, [served] * len(folds), first
+    per_fold = [choose_members(candidates, pooled, rank_by, classes, exclude=k)
+                for k in range(len(folds))]
+    probs = np.empty_like(first.probs)
+    for k, members in enumerate(per_fold):
+        here = first.groups == k
+        chosen = pooled[tuple(members)]
+        assert (chosen.ids[here] == first.ids[here]).all()  # one pooling order for all sets
+        probs[here] = chosen.probs[here]
+    nested = Predictions(first.ids, first.labels, probs, first.groups)
+    return nested, served, per_fold, pooled[tuple(served)]
 
 
 @dataclass(frozen=True)
@@ -168,36 +222,51 @@ def _lockbox_scores(backbones: list[str], folds: list[str], truth: pd.Series,
             **scores}
 
 
-def build_served(backbones: list[str], folds: list, serve: str, truth: pd.Series,
-                 target: float, resamples: int, seed: int) -> tuple[dict, Estimate]:
+def build_served(candidates: list[list[str]], folds: list, serve: str, truth: pd.Series,
+                 target: float, resamples: int, seed: int,
+                 rank_by: str = "roc_auc") -> tuple[dict, Estimate]:
     """The served card (without the image size and preprocessing, added by compare) and its
-    estimate."""
+    estimate. `candidates`: the member sets (lists of backbones) to choose from, by
+    `rank_by` on pooled out-of-fold predictions (cross-fitted for the estimate); one set:
+    no choice. Without cross-validation (or serving one fold) the first set is served."""
     folds = [str(f) for f in folds]
     cross_validated = folds != [HOLDOUT]
+    backbones = candidates[0]
     if cross_validated and serve == "ensemble":
-        oof = pooled_predictions(backbones, folds, "test", truth)
+        oof, backbones, per_fold, served_oof = nested_out_of_fold(candidates, folds, truth,
+                                                                  rank_by)
         classes = list(pd.read_csv(predictions_file(backbones[0], folds[0])).columns[1:])
         served_folds = folds
         result = estimate(oof, oof, classes, target, True, resamples, seed)
         how = (f"pooled out-of-fold predictions of the {len(folds)} fold models: each of the "
-               f"{len(oof.labels)} images scored by the fold model that did not train on it "
+               f"{len(oof.labels)} images scored by the fold model(s) that did not train on it "
                "(calibration and threshold cross-fitted on the other folds)")
-        final = fit_decision(oof, classes, target)
+        if len(candidates) > 1:
+            how += (f"; the members chosen among {len(candidates)} candidate sets by "
+                    f"{rank_by}, for each fold on the other folds' images (nested), so the "
+                    "estimate includes the choice")
+            result.scores["chosen_per_fold"] = ["+".join(m) for m in per_fold]
+        final = fit_decision(served_oof, classes, target)
     else:
         fold = folds[0] if not cross_validated else str(serve)
         if fold not in folds:
             raise MissingInputError(f"compare.serve: fold {serve} is not in `folds` {folds}")
-        fitted = [b for b in backbones
-                  if json.loads(metrics_file(b, fold).read_text()).get("fitted_on_validation")]
+        fitted = sorted({b for m in candidates for b in m
+                         if json.loads(metrics_file(b, fold).read_text()).get(
+                             "fitted_on_validation")})
         if fitted:
             raise ParamsError(
                 f"compare.serve: fold {fold}'s {', '.join(fitted)} model was fitted on its "
                 "validation images (train.fit_on: train+val), which would calibrate it and "
                 "set its threshold; serve the fold ensemble (compare.serve: ensemble) or fit "
                 "on train only")
+        classes = list(pd.read_csv(predictions_file(backbones[0], fold)).columns[1:])
+        # One model: its members are chosen on validation predictions, never on its test.
+        backbones = choose_members(candidates, {
+            tuple(m): pooled_predictions(m, [fold], "val", truth) for m in candidates},
+            rank_by, classes)
         val = pooled_predictions(backbones, [fold], "val", truth)
         test = pooled_predictions(backbones, [fold], "test", truth)
-        classes = list(pd.read_csv(predictions_file(backbones[0], fold)).columns[1:])
         served_folds = [fold]
         result = estimate(val, test, classes, target, False, resamples, seed)
         how = (f"the {len(test.labels)} test images of fold {fold} (calibration and threshold "
