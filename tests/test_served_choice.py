@@ -9,8 +9,8 @@ import pytest
 
 from stages.compare import candidate_sets
 from stages.core.errors import PipelineError
-from stages.core.metrics import classification_metrics
 from stages.core.files import write_json
+from stages.core.metrics import classification_metrics
 from stages.core.paths import metrics_file, predictions_file
 from stages.core.served import build_served, pooled_predictions
 from stages.core.submission import write_submission

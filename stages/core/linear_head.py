@@ -18,6 +18,10 @@ from sklearn.model_selection import GroupKFold
 # thousand images the choice lands near 1e-3; past 1 the fit is all but unregularised and
 # lbfgs slow, for nothing.
 C_GRID = np.logspace(-4, 0, 9)
+# lbfgs stops at this gradient tolerance: probabilities within ~0.005 of the exact optimum,
+# in 15-60 % fewer iterations than scikit-learn's 1e-4 (multi-scale Lite0 features of ISIC
+# 2017, C from 1e-3 to 1).
+TOL = 1e-3
 INNER_FOLDS = 5
 
 
@@ -47,7 +51,7 @@ def fit_linear_head(features: np.ndarray, labels: np.ndarray, ids: np.ndarray,
     folds = GroupKFold(n_splits=min(INNER_FOLDS, len(set(groups))))
     splits = list(folds.split(z, labels, groups))
     model = LogisticRegressionCV(Cs=C_GRID, cv=splits, scoring="neg_log_loss", max_iter=2000,
-                                 tol=1e-3,
+                                 tol=TOL,
                                  l1_ratios=(0.0,), use_legacy_attributes=False,
                                  class_weight=class_weight)
     model.fit(z, labels)
