@@ -228,7 +228,8 @@ def build_served(candidates: list[list[str]], folds: list, serve: str, truth: pd
     """The served card (without the image size and preprocessing, added by compare) and its
     estimate. `candidates`: the member sets (lists of backbones) to choose from, by
     `rank_by` on pooled out-of-fold predictions (cross-fitted for the estimate); one set:
-    no choice. Without cross-validation (or serving one fold) the first set is served."""
+    no choice. Without cross-validation (or serving one fold) the set is chosen on that
+    model's validation predictions."""
     folds = [str(f) for f in folds]
     cross_validated = folds != [HOLDOUT]
     backbones = candidates[0]
