@@ -21,6 +21,23 @@ def test_the_eight_transforms_are_the_distinct_symmetries_of_the_square():
     assert corners == want
 
 
+def test_each_transform_is_the_symmetry_its_name_says():
+    batch = random_images(2, 8)
+    by_numpy = {
+        "identity": batch,
+        "rot90": np.rot90(batch, 1, axes=(1, 2)),
+        "rot180": np.rot90(batch, 2, axes=(1, 2)),
+        "rot270": np.rot90(batch, 3, axes=(1, 2)),
+        "flip_lr": batch[:, :, ::-1],
+        "flip_ud": batch[:, ::-1],
+        "transpose": np.swapaxes(batch, 1, 2),
+        "transverse": np.rot90(np.swapaxes(batch, 1, 2), 2, axes=(1, 2)),
+    }
+    assert set(TRANSFORMS) == set(by_numpy)
+    for name, transform in TRANSFORMS.items():
+        np.testing.assert_array_equal(transform(batch), by_numpy[name], err_msg=name)
+
+
 def test_probabilities_are_the_mean_over_transforms():
     def top_left_red(x: np.ndarray) -> np.ndarray:
         # A "model" that looks at one pixel only: TTA must average over the four corners.

@@ -1,5 +1,8 @@
 """THE batched prediction path: validation in training, evaluate, TTA, export's check, predict
-and the web app all turn images into probabilities through `as_predict`."""
+and the web app all turn images into probabilities through `as_predict`. Also where a model
+is cut at its pooled features (`split_at_pool`), how a frozen extractor is keyed for the
+feature cache (`extractor_key`), and how members sharing a frozen backbone share its pass
+(`member_outputs`)."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ from sklearn.model_selection import GroupKFold
 # lbfgs slow, for nothing.
 C_GRID = np.logspace(-4, 0, 9)
 # lbfgs stops at this gradient tolerance: probabilities within ~0.005 of the exact optimum,
-# in 15-60 % fewer iterations than scikit-learn's 1e-4 (multi-scale Lite0 features of ISIC
-# 2017, C from 1e-3 to 1).
+# in 16-70 % fewer iterations than scikit-learn's 1e-4 (multi-scale Lite0 features of ISIC
+# 2017, C from 1e-4 to 1).
 TOL = 1e-3
 INNER_FOLDS = 5
 

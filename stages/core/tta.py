@@ -16,18 +16,27 @@ import keras
 import numpy as np
 
 from stages.core.inference import Predict, as_predict
+from stages.core.layers import DIHEDRAL
 
-# Each transform maps a batch (n, h, w, c) to the same shape; rotations need square images,
-# which every prepared image is.
+# The eight symmetries in layers.DIHEDRAL's order (the order of a model's `head.views`), by
+# name, as numpy functions of a batch (n, h, w, c); rotations need square images, which every
+# prepared image is.
+NAMES = ("identity", "flip_ud", "flip_lr", "rot180", "transpose", "rot90", "rot270",
+         "transverse")
+
+
+def _numpy_dihedral(transpose: bool, flip_rows: bool, flip_cols: bool,
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+    def transform(x: np.ndarray) -> np.ndarray:
+        x = np.swapaxes(x, 1, 2) if transpose else x
+        x = x[:, ::-1] if flip_rows else x
+        return x[:, :, ::-1] if flip_cols else x
+
+    return transform
+
+
 TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "identity": lambda x: x,
-    "rot90": lambda x: np.rot90(x, 1, axes=(1, 2)),
-    "rot180": lambda x: np.rot90(x, 2, axes=(1, 2)),
-    "rot270": lambda x: np.rot90(x, 3, axes=(1, 2)),
-    "flip_lr": lambda x: x[:, :, ::-1],
-    "flip_ud": lambda x: x[:, ::-1],
-    "transpose": lambda x: np.swapaxes(x, 1, 2),
-    "transverse": lambda x: np.rot90(np.swapaxes(x, 1, 2), 2, axes=(1, 2)),
+    name: _numpy_dihedral(*symmetry) for name, symmetry in zip(NAMES, DIHEDRAL, strict=True)
 }
 
 
