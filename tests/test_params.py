@@ -59,6 +59,8 @@ def test_default_head_is_the_densenet_recipe(params):
         ("train.lr", -1, "'models.small_cnn.train.lr' must be a number"),
         ("train.epochs", 1.5, "'models.small_cnn.train.epochs' must be an integer"),
         ("finetune.unfreeze", "some", "unfreeze' must be 'all' or an integer"),
+        ("finetune.online_augment", "mixup", "'models.small_cnn.finetune.online_augment' must "
+                                             "be one of none, dihedral"),
         ("head.dropout", [0.5, 0.5], "need the same length"),
         ("head.dropout", [1.2], r"dropout' values must be in \[0, 1\)"),
     ],

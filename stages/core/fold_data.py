@@ -26,22 +26,44 @@ def backbone_features(extractor: keras.Model, split: Split, batch_size: int) -> 
     return Split(cached_features(extractor, split.images, batch_size), split.labels, split.ids)
 
 
+def random_symmetry(image, seed):
+    """`image` (h, w, c) in one of the 8 symmetries of the square, drawn from `seed` (a
+    stateless draw: the same seed gives the same view). Draw k is layers.DIHEDRAL[k]: bit 2
+    transposes, bit 0 flips the rows, bit 1 the columns."""
+    import tensorflow as tf
+
+    k = tf.random.stateless_uniform([], seed, 0, 8, dtype=tf.int32)
+    image = tf.cond(k >= 4, lambda: tf.transpose(image, (1, 0, 2)), lambda: image)
+    image = tf.cond(k % 2 == 1, lambda: tf.reverse(image, [0]), lambda: image)
+    return tf.cond((k // 2) % 2 == 1, lambda: tf.reverse(image, [1]), lambda: image)
+
+
 def epoch_batches(split: Split, n_classes: int, batch_size: int, seed: int, first_epoch: int,
-                  epochs: int) -> tuple[Any, int]:
+                  epochs: int, online_augment: str = "none") -> tuple[Any, int]:
     """Training batches for epochs first_epoch..epochs-1, and the number of steps per epoch.
 
     Each epoch is shuffled with a seed made of (seed, epoch) rather than by a generator that
     advances from epoch 0, so a run resumed at epoch k sees the batches an uninterrupted run
-    would have seen from epoch k on.
+    would have seen from epoch k on. `online_augment: dihedral` shows each image, each epoch,
+    in a random one of its 8 flips/rotations, drawn from (seed, epoch, image) for the same
+    reason: fresh views every epoch (the augment stage's copies are fixed), exact ones (no
+    interpolation), and the same ones after a resume.
     """
     import tensorflow as tf
 
-    base = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    base = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).enumerate()
     n = len(split.labels)
 
     def one_epoch(epoch):
-        return (base.shuffle(n, seed=seed * 100_003 + epoch)
-                .batch(batch_size)
+        epoch_seed = seed * 100_003 + epoch
+        shuffled = base.shuffle(n, seed=epoch_seed)
+        if online_augment == "dihedral":
+            images = shuffled.map(lambda index, item: (
+                random_symmetry(item[0], tf.stack([tf.cast(epoch_seed, tf.int64), index])),
+                item[1]))
+        else:
+            images = shuffled.map(lambda index, item: item)
+        return (images.batch(batch_size)
                 .map(lambda image, label: (tf.cast(image, tf.float32),
                                            tf.one_hot(label, n_classes))))
 

@@ -121,9 +121,10 @@ class FitConfig:
     epochs: int
     lr: float
     batch_size: int
+    online_augment: str = "none"  # "dihedral": a random flip/rotation per image and epoch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FinetuneConfig(FitConfig):
     unfreeze: int | str  # "all" or the number of top layers of the backbone to train
     patience: int
@@ -195,6 +196,9 @@ def logistic_config(params: dict[str, Any], name: str, fold: str) -> LogisticCon
     return LogisticConfig(None if weight == "none" else weight, fit_on == "train+val")
 
 
+ONLINE_AUGMENT = ("none", "dihedral")  # fold_data.epoch_batches
+
+
 def finetune_config(params: dict[str, Any], name: str) -> FinetuneConfig:
     """The validated `models.<name>.finetune` section."""
     key = f"models.{name}.finetune"
@@ -204,7 +208,8 @@ def finetune_config(params: dict[str, Any], name: str) -> FinetuneConfig:
     fit = fit_config(params, key)
     return FinetuneConfig(epochs=fit.epochs, lr=fit.lr, batch_size=fit.batch_size,
                           unfreeze=unfreeze,
-                          patience=number(params, f"{key}.patience", 1, 1000, integer=True))
+                          patience=number(params, f"{key}.patience", 1, 1000, integer=True),
+                          online_augment=choice(params, f"{key}.online_augment", ONLINE_AUGMENT))
 
 
 def weights_setting(params: dict[str, Any], name: str) -> str | None:

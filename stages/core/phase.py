@@ -111,7 +111,8 @@ def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, 
             live.step = start  # DVCLive's own resume is off by one after a single epoch
         if fit.epochs:  # (a resumed run that had finished still ends its callbacks)
             batches, steps = epoch_batches(train, n_classes, fit.batch_size * hardware.replicas,
-                                           seed, start, fit.epochs)
+                                           seed, start, fit.epochs,
+                                           fit.online_augment)
             val_data = (val.images, np.eye(n_classes, dtype=np.float32)[val.labels])
             fit_epochs(model, batches, steps, val_data, fit.batch_size, fit.epochs, start,
                        [DVCLiveCallback(live=live), *callbacks,
