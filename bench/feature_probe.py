@@ -14,6 +14,12 @@ mean features of all eight (head.views: 8); class weights none or balanced (on e
 each backbone alone and the mean of their probabilities (the served ensemble's rule).
 `--exclude` names a split.csv whose `lockbox` rows are left out, so the probe never sees the
 images that judge the final choice.
+
+`--inputs` instead compares, for the first backbone and one view, what goes in and how it is
+pooled: plain; Shades of Gray colour constancy (prepare.color_constancy); a central 80 % crop
+(decoded at size / 0.8, the middle `size` pixels kept); the mean of plain and crop features
+(a two-crop view); global max and generalised-mean (GeM, p = 3) pooling instead of the
+average; and the mean of the plain and Shades-of-Gray models' probabilities.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from stages.core.backbones import build_base
-from stages.core.images import load_image
+from stages.core.images import PLAIN, Preprocessing, load_image
 from stages.core.inference import as_predict
 from stages.core.linear_head import fit_linear_head, softmax
 from stages.core.sources.local import read_source
@@ -47,6 +53,41 @@ def view_features(arch: str, images: np.ndarray, cache: Path) -> np.ndarray:
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, features=out)
     return out
+
+
+def pooled_maps(arch: str, images: np.ndarray, cache: Path) -> dict[str, np.ndarray]:
+    """{"avg", "max", "gem"}: one view's (n, d) features of `arch` under three global poolings
+    of its last feature map, cached on disk."""
+    if cache.exists():
+        return dict(np.load(cache))
+    base = as_predict(build_base(arch, images.shape[1:], "imagenet"), 32)
+    maps = np.concatenate([base(images[i:i + 64]) for i in range(0, len(images), 64)])
+    out = {"avg": maps.mean(axis=(1, 2)), "max": maps.max(axis=(1, 2)),
+           "gem": np.cbrt(np.mean(np.maximum(maps, 0) ** 3, axis=(1, 2)))}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out)
+    return out
+
+
+def compare_inputs(arch: str, paths: list[str], size: int, cache: Path, score) -> None:
+    """The --inputs rows (module docstring), each scored by `score(name, features or probs)`."""
+    def decoded(steps: Preprocessing = PLAIN, crop: float = 1.0) -> np.ndarray:
+        full = round(size / crop)
+        edge = (full - size) // 2
+        return np.stack([load_image(p, full, steps)[edge:edge + size, edge:edge + size]
+                         for p in paths]).astype("float32")
+
+    plain = pooled_maps(arch, decoded(), cache / "plain.npz")
+    gray = pooled_maps(arch, decoded(Preprocessing(color_constancy="shades_of_gray")),
+                       cache / "shades_of_gray.npz")
+    crop = pooled_maps(arch, decoded(crop=0.8), cache / "crop80.npz")
+    score("plain (average pooling)", plain["avg"])
+    score("Shades of Gray", gray["avg"])
+    score("central 80 % crop", crop["avg"])
+    score("mean of plain and crop features (two crops)", (plain["avg"] + crop["avg"]) / 2)
+    score("global max pooling", plain["max"])
+    score("GeM pooling, p = 3", plain["gem"])
+    score("mean of plain and Shades-of-Gray probabilities", plain["avg"], gray["avg"])
 
 
 def oof_probs(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int,
@@ -77,6 +118,8 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=[
         "efficientnet_lite0_ms", "efficientnet_lite1_ms", "efficientnet_lite2_ms"])
     parser.add_argument("--cache", type=Path, default=Path(".cache/feature_probe"))
+    parser.add_argument("--inputs", action="store_true",
+                        help="compare inputs and poolings for the first backbone (docstring)")
     args = parser.parse_args()
     items, _ = read_source(args.folder)
     if args.exclude:
@@ -87,12 +130,20 @@ def main() -> None:
     y = items["diagnosis"].map(classes.index).to_numpy()
     groups = items["lesion_id"].where(items["lesion_id"] != "", items["patient_id"])
     groups = groups.where(groups != "", items["isic_id"]).to_numpy()
-    images = np.stack([load_image(p, args.size) for p in items["image_path"]]).astype("float32")
     print(f"{len(y)} images, {args.size} px; pooled 5-fold out-of-fold (grouped) one-vs-rest "
           "ROC AUC, balanced accuracy at the arg-max\n")
     print("| features, head | " + " | ".join(classes) + " | mean | ISIC 2017 | BMA |")
     print("|---|" + "---|" * (len(classes) + 3))
     tag = f"{args.folder.name}-{args.size}-{len(y)}"
+    if args.inputs:
+        def score(name: str, *members: np.ndarray) -> None:
+            probs = [oof_probs(x, y, groups, len(classes), None) for x in members]
+            report(f"{args.backbones[0]}, 1 view: {name}", y, np.mean(probs, axis=0), classes)
+
+        compare_inputs(args.backbones[0], list(items["image_path"]), args.size,
+                       args.cache / f"{tag}-{args.backbones[0]}-inputs", score)
+        return
+    images = np.stack([load_image(p, args.size) for p in items["image_path"]]).astype("float32")
     feats = {arch: view_features(arch, images, args.cache / f"{tag}-{arch}.npz")
              for arch in args.backbones}
     # Views first (on the data's own class frequencies), then class weights on 8 views.
