@@ -61,9 +61,13 @@ def pooled_maps(arch: str, images: np.ndarray, cache: Path) -> dict[str, np.ndar
     if cache.exists():
         return dict(np.load(cache))
     base = as_predict(build_base(arch, images.shape[1:], "imagenet"), 32)
-    maps = np.concatenate([base(images[i:i + 64]) for i in range(0, len(images), 64)])
-    out = {"avg": maps.mean(axis=(1, 2)), "max": maps.max(axis=(1, 2)),
-           "gem": np.cbrt(np.mean(np.maximum(maps, 0) ** 3, axis=(1, 2)))}
+    pooled: dict[str, list[np.ndarray]] = {"avg": [], "max": [], "gem": []}
+    for start in range(0, len(images), 64):  # pooled per batch: all maps would take GBs
+        maps = base(images[start:start + 64])
+        pooled["avg"].append(maps.mean(axis=(1, 2)))
+        pooled["max"].append(maps.max(axis=(1, 2)))
+        pooled["gem"].append(np.cbrt(np.mean(np.maximum(maps, 0) ** 3, axis=(1, 2))))
+    out = {name: np.concatenate(parts) for name, parts in pooled.items()}
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **out)
     return out
