@@ -4,7 +4,8 @@ one would have (core/fold_data.epoch_batches)."""
 
 import numpy as np
 
-from stages.core.fold_data import epoch_batches
+from stages.core.fold_data import epoch_batches, random_symmetry
+from stages.core.layers import DIHEDRAL, dihedral
 from stages.core.shards import Split
 from stages.core.tta import TRANSFORMS
 from tests.conftest import random_images
@@ -67,3 +68,17 @@ def test_none_shows_the_images_as_stored():
     split = _split()
     for epoch in _epochs(split, "none"):
         assert all(np.array_equal(split.images[index], image) for index, image in epoch)
+
+
+def test_draw_k_shows_symmetry_k_of_the_one_table():
+    import tensorflow as tf
+
+    image = random_images(1, 6, seed=1)[0]
+    drawn = set()
+    for s in range(40):
+        seed = tf.constant([s, 7], tf.int64)
+        k = int(tf.random.stateless_uniform([], seed, 0, len(DIHEDRAL), dtype=tf.int32))
+        drawn.add(k)
+        expected = np.asarray(dihedral(image[None], *DIHEDRAL[k])[0])
+        assert np.array_equal(np.asarray(random_symmetry(tf.constant(image), seed)), expected)
+    assert drawn == set(range(len(DIHEDRAL)))

@@ -9,6 +9,7 @@ from typing import Any
 import keras
 
 from stages.core.feature_cache import cached_features
+from stages.core.layers import DIHEDRAL, dihedral
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
 from stages.core.shards import Split, fold_parts, read_meta, read_parts, read_split
 
@@ -27,15 +28,13 @@ def backbone_features(extractor: keras.Model, split: Split, batch_size: int) -> 
 
 
 def random_symmetry(image, seed):
-    """`image` (h, w, c) in one of the 8 symmetries of the square, drawn from `seed` (a
-    stateless draw: the same seed gives the same view). Draw k is layers.DIHEDRAL[k]: bit 2
-    transposes, bit 0 flips the rows, bit 1 the columns."""
+    """`image` (h, w, c) in one of the 8 symmetries of the square, layers.DIHEDRAL[k] for k
+    drawn from `seed` (a stateless draw: the same seed gives the same view)."""
     import tensorflow as tf
 
-    k = tf.random.stateless_uniform([], seed, 0, 8, dtype=tf.int32)
-    image = tf.cond(k >= 4, lambda: tf.transpose(image, (1, 0, 2)), lambda: image)
-    image = tf.cond(k % 2 == 1, lambda: tf.reverse(image, [0]), lambda: image)
-    return tf.cond((k // 2) % 2 == 1, lambda: tf.reverse(image, [1]), lambda: image)
+    k = tf.random.stateless_uniform([], seed, 0, len(DIHEDRAL), dtype=tf.int32)
+    return tf.switch_case(k, [lambda turn=turn: dihedral(image[None], *turn)[0]
+                              for turn in DIHEDRAL])
 
 
 def epoch_batches(split: Split, n_classes: int, batch_size: int, seed: int, first_epoch: int,

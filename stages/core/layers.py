@@ -45,10 +45,10 @@ class TemperatureScaling(keras.layers.Layer):
         return {**super().get_config(), "temperature": self.temperature}
 
 
-# The eight symmetries of the square (core/tta.py names them and applies them to numpy
-# batches), as (transpose?, flip rows?,
-# flip columns?) of an (n, h, w, c) batch, applied in that order. A dermoscopy image has no
-# "up", so the same lesion seen in each of them is the same lesion.
+# The eight symmetries of the square, as (transpose?, flip rows?, flip columns?) of an
+# (n, h, w, c) batch, applied in that order: the one table that TTA (core/tta.py, on numpy
+# batches), DihedralViews and online augmentation (core/fold_data.py) draw from. A dermoscopy
+# image has no "up", so the same lesion seen in each of them is the same lesion.
 DIHEDRAL = ((False, False, False), (False, True, False), (False, False, True),
             (False, True, True), (True, False, False), (True, True, False),
             (True, False, True), (True, True, True))
