@@ -13,7 +13,9 @@ balanced multiclass accuracy at the arg-max (ISIC 2018's metric). Variants: one 
 mean features of all eight (head.views: 8); class weights none or balanced (on eight views);
 each backbone alone and the mean of their probabilities (the served ensemble's rule).
 `--exclude` names a split.csv whose `lockbox` rows are left out, so the probe never sees the
-images that judge the final choice.
+images that judge the final choice. `--one-view` keeps the first view only, scored with class
+weights none and balanced: an eighth of the backbone work, for comparing `--size` (HAM10000's
+600×450 photos at 256, 384 and 512 px).
 
 `--inputs` instead compares, for the first backbone and one view, what goes in and how it is
 pooled: plain; Shades of Gray colour constancy (prepare.color_constancy); a central 80 % crop
@@ -40,8 +42,8 @@ from stages.core.sources.local import read_source
 from stages.core.tta import TRANSFORMS
 
 
-def view_features(arch: str, images: np.ndarray, cache: Path) -> np.ndarray:
-    """(8 views, n, d) pooled features of `arch` (ImageNet weights), cached on disk."""
+def view_features(arch: str, images: np.ndarray, cache: Path, views: int = 8) -> np.ndarray:
+    """(views, n, d) pooled features of `arch` (ImageNet weights), cached on disk."""
     if cache.exists():
         return np.load(cache)["features"]
     import keras
@@ -49,7 +51,7 @@ def view_features(arch: str, images: np.ndarray, cache: Path) -> np.ndarray:
     base = build_base(arch, images.shape[1:], "imagenet")
     extractor = as_predict(keras.Sequential([base, keras.layers.GlobalAveragePooling2D()]), 32)
     out = np.stack([extractor(np.ascontiguousarray(view(images)))
-                    for view in TRANSFORMS.values()])
+                    for view in list(TRANSFORMS.values())[:views]])
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, features=out)
     return out
@@ -122,6 +124,9 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=[
         "efficientnet_lite0_ms", "efficientnet_lite1_ms", "efficientnet_lite2_ms"])
     parser.add_argument("--cache", type=Path, default=Path(".cache/feature_probe"))
+    parser.add_argument("--one-view", action="store_true",
+                        help="only the 1-view rows, with class weights none and balanced (8x "
+                             "less backbone work: for comparing --size)")
     parser.add_argument("--inputs", action="store_true",
                         help="compare inputs and poolings for the first backbone (docstring)")
     args = parser.parse_args()
@@ -148,10 +153,13 @@ def main() -> None:
                        args.cache / f"{tag}-{args.backbones[0]}-inputs", score)
         return
     images = np.stack([load_image(p, args.size) for p in items["image_path"]]).astype("float32")
-    feats = {arch: view_features(arch, images, args.cache / f"{tag}-{arch}.npz")
+    views = 1 if args.one_view else 8
+    feats = {arch: view_features(arch, images, args.cache / f"{tag}-{arch}-{views}v.npz", views)
              for arch in args.backbones}
     # Views first (on the data's own class frequencies), then class weights on 8 views.
-    for views, weight in ((1, None), (8, None), (8, "balanced")):
+    rows = ((1, None), (1, "balanced")) if args.one_view else \
+        ((1, None), (8, None), (8, "balanced"))
+    for views, weight in rows:
         name = f"{views} view{'s' if views > 1 else ''}, class weights {weight or 'none'}"
         members = {arch: f[0] if views == 1 else f.mean(axis=0) for arch, f in feats.items()}
         probs = {}
