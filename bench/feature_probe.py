@@ -153,10 +153,11 @@ def main() -> None:
                        args.cache / f"{tag}-{args.backbones[0]}-inputs", score)
         return
     images = np.stack([load_image(p, args.size) for p in items["image_path"]]).astype("float32")
-    views = 1 if args.one_view else 8
-    feats = {arch: view_features(arch, images, args.cache / f"{tag}-{arch}-{views}v.npz", views)
-             for arch in args.backbones}
-    # Views first (on the data's own class frequencies), then class weights on 8 views.
+    computed = 1 if args.one_view else 8
+    feats = {arch: view_features(arch, images, args.cache / f"{tag}-{arch}-{computed}v.npz",
+                                 computed) for arch in args.backbones}
+    # Views first (on the data's own class frequencies), then class weights (on 8 views, or the
+    # one with --one-view).
     rows = ((1, None), (1, "balanced")) if args.one_view else \
         ((1, None), (8, None), (8, "balanced"))
     for views, weight in rows:
