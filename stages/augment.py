@@ -15,7 +15,7 @@ import numpy as np
 
 from stages.core.cli import run_stage
 from stages.core.params import get, number, stage_params
-from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
+from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, TRAIN_ONLY
 from stages.core.shards import read_meta, read_split, write_meta, write_split
 
 BATCH = 64
@@ -66,9 +66,11 @@ def augmented_items(images, labels, ids, targets, model, rng) -> Iterator[tuple]
 
 
 def training_parts(meta: dict) -> list[str]:
-    """The prepared parts any fold trains on: `train`, or every cross-validation fold."""
+    """The prepared parts any fold trains on: `train`, or every cross-validation fold, and
+    `train_only` (data.extra_train) if there is one."""
     parts = list(meta["counts"])
-    return [p for p in parts if p.startswith("fold")] or ["train"]
+    extra = [TRAIN_ONLY] if TRAIN_ONLY in parts else []
+    return ([p for p in parts if p.startswith("fold")] or ["train"]) + extra
 
 
 def main() -> None:

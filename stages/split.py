@@ -10,6 +10,10 @@ groups never straddle splits, and each split keeps the class balance (Stratified
 `split.lockbox` (a fraction, 0 = none) first sets aside that share of the groups as
 `lockbox`: no model trains, validates or is chosen on it; evaluate predicts it and compare
 scores the served model on it, the one estimate that took no part in choosing anything.
+
+Images of data.extra_train (metadata train_only=1) get the part `train_only`: every fold
+trains on them, none validates, tests or scores on them. One that shares a lesion or patient
+with an image of the data, or whose class the data does not have, is rejected.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from stages.core.paths import (
     SPLIT_COUNTS_FILE,
     SPLIT_FILE,
     SPLIT_REJECTED_FILE,
+    TRAIN_ONLY,
 )
 from stages.core.reports import write_rejected
 from stages.core.subgroups import subgroup_columns
@@ -103,6 +108,20 @@ def assign(frame: pd.DataFrame, n_folds: int, val: float, test: float, lockbox: 
     return split
 
 
+def unusable_train_only(frame: pd.DataFrame, train_only: pd.Series) -> pd.Series:
+    """Why each training-only row cannot be used ("" if it can): a lesion or patient shared
+    with the data would put the same lesion in training and test; an unknown class has no
+    output to train."""
+    shared = frame["group"].isin(frame.loc[~train_only, "group"])
+    unknown = ~frame["label"].isin(frame.loc[~train_only, "label"])
+    reason = pd.Series("", index=frame.index)
+    reason[train_only & unknown] = frame["label"].map(
+        lambda label: f"data.extra_train: class '{label}' is not among the data's classes")
+    reason[train_only & shared] = ("data.extra_train: shares a lesion or patient with an "
+                                   "image of the data, so it would train on a test lesion")
+    return reason
+
+
 def fold_count(folds: list) -> int:
     """0 for [holdout]; K for [0, 1, ..., K-1]."""
     if folds == [HOLDOUT]:
@@ -117,7 +136,7 @@ def read_raw(raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """download's canonical metadata.csv, each row with its image file's name; a row whose
     image is not there is rejected."""
     meta = pd.read_csv(raw_dir / "metadata.csv", dtype=str, keep_default_na=False)
-    for optional in ("benign_malignant", "diagnosis", "lesion_id", "patient_id"):
+    for optional in ("benign_malignant", "diagnosis", "lesion_id", "patient_id", "train_only"):
         if optional not in meta:
             meta[optional] = ""  # e.g. no lesion ids: every image is its own group
     files = {p.stem: p.name for p in raw_dir.iterdir() if p.is_file()}  # <isic_id>.<ext>
@@ -137,10 +156,6 @@ def main() -> None:
     rejected = pd.concat([rejected, pd.DataFrame({
         "item": unlabeled["isic_id"], "reason": f"no {label_column} label for task '{task}'"})])
     items = items[items[label_column] != ""]
-    write_rejected(rejected, SPLIT_REJECTED_FILE, len(items),
-                   number(params, "data.max_rejected_fraction", 0.0, 1.0),
-                   key="data.max_rejected_fraction")
-
     frame = pd.DataFrame({
         "isic_id": items["isic_id"],
         "image": items["image"],
@@ -148,11 +163,19 @@ def main() -> None:
         "group": link_groups(items),
     })
     frame = pd.concat([frame, subgroup_columns(items)], axis=1)
-    frame["split"] = assign(frame, fold_count(get(params, "folds")),
-                            val=number(params, "split.val", 0.01, 0.5),
-                            test=number(params, "split.test", 0.01, 0.5),
-                            lockbox=number(params, "split.lockbox", 0.0, 0.5),
-                            seed=get(params, "seed"))
+    reason = unusable_train_only(frame, items["train_only"] == "1")
+    rejected = pd.concat([rejected, pd.DataFrame({"item": frame.loc[reason != "", "isic_id"],
+                                                  "reason": reason[reason != ""]})])
+    frame, train_only = frame[reason == ""].copy(), items.loc[reason == "", "train_only"] == "1"
+    write_rejected(rejected, SPLIT_REJECTED_FILE, len(frame),
+                   number(params, "data.max_rejected_fraction", 0.0, 1.0),
+                   key="data.max_rejected_fraction")
+
+    frame["split"] = TRAIN_ONLY
+    frame.loc[~train_only, "split"] = assign(
+        frame[~train_only], fold_count(get(params, "folds")),
+        val=number(params, "split.val", 0.01, 0.5), test=number(params, "split.test", 0.01, 0.5),
+        lockbox=number(params, "split.lockbox", 0.0, 0.5), seed=get(params, "seed"))
     SPLIT_FILE.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(SPLIT_FILE, index=False)
 

@@ -10,6 +10,10 @@ from pathlib import Path
 
 HOLDOUT = "holdout"  # the fold name of a single train / val / test split
 LOCKBOX = "lockbox"  # the split part set aside from all training and choosing (split.lockbox)
+# The split part of data.extra_train's images: in every fold's training set, never validated,
+# tested, calibrated on or scored (external data, as in the ISIC challenges' "with external
+# data" entries).
+TRAIN_ONLY = "train_only"
 RAW_DIR = Path("data/raw")
 SPLIT_FILE = Path("data/interim/split.csv")
 SPLIT_REJECTED_FILE = Path("data/interim/split_rejected.csv")

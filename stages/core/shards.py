@@ -17,7 +17,7 @@ import pandas as pd
 from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import atomic_path, write_json
 from stages.core.params import ParamsError
-from stages.core.paths import HOLDOUT, SPLIT_FILE
+from stages.core.paths import HOLDOUT, SPLIT_FILE, TRAIN_ONLY
 
 META_FILE = "meta.json"
 
@@ -103,16 +103,18 @@ def fold_parts(fold: str, parts: list[str]) -> FoldParts:
 
     `holdout`: the train / val / test split. Cross-validation fold k of K (parts fold0..):
     test on fold k, validate (early stopping, LR schedule) on fold k+1, train on the rest, so
-    no image that picks the best epoch is ever scored.
+    no image that picks the best epoch is ever scored. The `train_only` part (data.extra_train)
+    trains every fold.
     """
+    extra = [TRAIN_ONLY] if TRAIN_ONLY in parts else []
     if str(fold) == HOLDOUT:
-        return FoldParts(["train"], "val", "test")
+        return FoldParts(["train", *extra], "val", "test")
     k, n = int(fold), sum(p.startswith("fold") for p in parts)
     if not 0 <= k < n:
         raise ParamsError(f"fold {fold} does not exist: the split has {n} folds (params: folds)")
     val = (k + 1) % n
-    return FoldParts([f"fold{j}" for j in range(n) if j not in (k, val)], f"fold{val}",
-                     f"fold{k}")
+    return FoldParts([*(f"fold{j}" for j in range(n) if j not in (k, val)), *extra],
+                     f"fold{val}", f"fold{k}")
 
 
 def read_split_table() -> pd.DataFrame:
