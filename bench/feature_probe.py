@@ -22,6 +22,10 @@ pooled: plain; Shades of Gray colour constancy (prepare.color_constancy); a cent
 (decoded at size / 0.8, the middle `size` pixels kept); the mean of plain and crop features
 (a two-crop view); global max and generalised-mean (GeM, p = 3) pooling instead of the
 average; and the mean of the plain and Shades-of-Gray models' probabilities.
+
+`--extra FOLDER ...` instead scores one view (class weights none) without and with those
+folders' images added to every fold's fit, never scored (data.extra_train): only images of the
+data's classes and ids, lesions and patients not in the data are added.
 """
 
 from __future__ import annotations
@@ -97,14 +101,33 @@ def compare_inputs(arch: str, paths: list[str], size: int, cache: Path, score) -
 
 
 def oof_probs(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int,
-              class_weight: str | None) -> np.ndarray:
+              class_weight: str | None, extra: tuple | None = None) -> np.ndarray:
+    """Pooled out-of-fold probabilities; `extra` (x, y, groups) joins every fold's fit."""
     out = np.zeros((len(y), n_classes))
     folds = StratifiedGroupKFold(5, shuffle=True, random_state=0)
     for train, test in folds.split(x, y, groups):
-        kernel, bias, _ = fit_linear_head(x[train], y[train], groups[train], n_classes,
-                                          class_weight)
+        fit = (x[train], y[train], groups[train])
+        if extra is not None:
+            fit = tuple(np.concatenate([a, b]) for a, b in zip(fit, extra, strict=True))
+        kernel, bias, _ = fit_linear_head(*fit, n_classes, class_weight)
         out[test] = softmax(x[test] @ kernel + bias)
     return out
+
+
+def group_ids(items: pd.DataFrame) -> np.ndarray:
+    """Lesion, else patient, else image: what must not straddle folds."""
+    groups = items["lesion_id"].where(items["lesion_id"] != "", items["patient_id"])
+    return groups.where(groups != "", items["isic_id"]).to_numpy().astype(object)
+
+
+def extra_items(folders: list[Path], data: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """The folders' labelled images of `classes` whose id, lesion and patient `data` lacks."""
+    extra = pd.concat([read_source(folder)[0] for folder in folders], ignore_index=True)
+    known = set(data["isic_id"]) | set(data["lesion_id"]) | set(data["patient_id"])
+    keep = extra["diagnosis"].isin(classes) & ~extra["isic_id"].duplicated()
+    for column in ("isic_id", "lesion_id", "patient_id"):
+        keep &= ~extra[column].isin(known - {""})
+    return extra[keep]
 
 
 def report(name: str, y: np.ndarray, probs: np.ndarray, classes: list[str]) -> None:
@@ -127,6 +150,8 @@ def main() -> None:
     parser.add_argument("--one-view", action="store_true",
                         help="only the 1-view rows, with class weights none and balanced (8x "
                              "less backbone work: for comparing --size)")
+    parser.add_argument("--extra", type=Path, nargs="+",
+                        help="folders whose images join every fold's fit (docstring)")
     parser.add_argument("--inputs", action="store_true",
                         help="compare inputs and poolings for the first backbone (docstring)")
     args = parser.parse_args()
@@ -137,8 +162,7 @@ def main() -> None:
     items = items[items["diagnosis"] != ""]
     classes = sorted(items["diagnosis"].unique())
     y = items["diagnosis"].map(classes.index).to_numpy()
-    groups = items["lesion_id"].where(items["lesion_id"] != "", items["patient_id"])
-    groups = groups.where(groups != "", items["isic_id"]).to_numpy()
+    groups = group_ids(items)
     print(f"{len(y)} images, {args.size} px; pooled 5-fold out-of-fold (grouped) one-vs-rest "
           "ROC AUC, balanced accuracy at the arg-max\n")
     print("| features, head | " + " | ".join(classes) + " | mean | ISIC 2017 | BMA |")
@@ -153,9 +177,12 @@ def main() -> None:
                        args.cache / f"{tag}-{args.backbones[0]}-inputs", score)
         return
     images = np.stack([load_image(p, args.size) for p in items["image_path"]]).astype("float32")
-    computed = 1 if args.one_view else 8
+    computed = 1 if args.one_view or args.extra else 8
     feats = {arch: view_features(arch, images, args.cache / f"{tag}-{arch}-{computed}v.npz",
                                  computed) for arch in args.backbones}
+    if args.extra:
+        compare_extra(args, items, classes, y, groups, feats)
+        return
     # Views first (on the data's own class frequencies), then class weights (on 8 views, or the
     # one with --one-view).
     rows = ((1, None), (1, "balanced")) if args.one_view else \
@@ -169,6 +196,30 @@ def main() -> None:
             report(f"{arch}, {name}", y, probs[arch], classes)
         if len(members) > 1:
             report(f"mean of the {len(members)}, {name}", y,
+                   np.mean(list(probs.values()), axis=0), classes)
+
+
+def compare_extra(args, items: pd.DataFrame, classes: list[str], y: np.ndarray,
+                  groups: np.ndarray, feats: dict[str, np.ndarray]) -> None:
+    """The --extra rows: each backbone and the mean of their probabilities, one view, class
+    weights none, without and with the extra images in every fold's fit."""
+    extra = extra_items(args.extra, items, classes)
+    images = np.stack([load_image(p, args.size) for p in extra["image_path"]]).astype("float32")
+    tag = "+".join(f.name for f in args.extra)
+    print(f"\n{len(extra)} extra images from {tag}: "
+          + ", ".join(f"{c} {n}" for c, n in extra["diagnosis"].value_counts().items()) + "\n")
+    fits = {arch: (view_features(arch, images, args.cache /
+                                 f"{tag}-{args.size}-{len(extra)}-{arch}-1v.npz", 1)[0],
+                   extra["diagnosis"].map(classes.index).to_numpy(), group_ids(extra))
+            for arch in args.backbones}
+    for name, with_extra in (("without", False), ("with", True)):
+        probs = {arch: oof_probs(f[0], y, groups, len(classes), None,
+                                 fits[arch] if with_extra else None)
+                 for arch, f in feats.items()}
+        for arch, p in probs.items():
+            report(f"{arch}, 1 view, {name} {tag}", y, p, classes)
+        if len(probs) > 1:
+            report(f"mean of the {len(probs)}, 1 view, {name} {tag}", y,
                    np.mean(list(probs.values()), axis=0), classes)
 
 
