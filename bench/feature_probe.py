@@ -44,6 +44,7 @@ from stages.core.inference import as_predict
 from stages.core.linear_head import fit_linear_head, softmax
 from stages.core.sources.local import read_source
 from stages.core.tta import TRANSFORMS
+from stages.split import link_groups, unusable_train_only
 
 
 def view_features(arch: str, images: np.ndarray, cache: Path, views: int = 8) -> np.ndarray:
@@ -120,13 +121,16 @@ def group_ids(items: pd.DataFrame) -> np.ndarray:
     return groups.where(groups != "", items["isic_id"]).to_numpy().astype(object)
 
 
-def extra_items(folders: list[Path], data: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
-    """The folders' labelled images of `classes` whose id, lesion and patient `data` lacks."""
+def extra_items(folders: list[Path], data: pd.DataFrame) -> pd.DataFrame:
+    """The folders' labelled images that split would keep as training-only: a new id, and no
+    lesion, patient or class the data lacks (split.unusable_train_only, the one rule)."""
     extra = pd.concat([read_source(folder)[0] for folder in folders], ignore_index=True)
-    known = set(data["isic_id"]) | set(data["lesion_id"]) | set(data["patient_id"])
-    keep = extra["diagnosis"].isin(classes) & ~extra["isic_id"].duplicated()
-    for column in ("isic_id", "lesion_id", "patient_id"):
-        keep &= ~extra[column].isin(known - {""})
+    extra = extra[(extra["diagnosis"] != "") & ~extra["isic_id"].isin(data["isic_id"])
+                  & ~extra["isic_id"].duplicated()]
+    both = pd.concat([data, extra], ignore_index=True)
+    frame = pd.DataFrame({"label": both["diagnosis"], "group": link_groups(both)})
+    train_only = pd.Series(np.arange(len(both)) >= len(data))
+    keep = (unusable_train_only(frame, train_only) == "")[train_only].to_numpy()
     return extra[keep]
 
 
@@ -203,7 +207,7 @@ def compare_extra(args, items: pd.DataFrame, classes: list[str], y: np.ndarray,
                   groups: np.ndarray, feats: dict[str, np.ndarray]) -> None:
     """The --extra rows: each backbone and the mean of their probabilities, one view, class
     weights none, without and with the extra images in every fold's fit."""
-    extra = extra_items(args.extra, items, classes)
+    extra = extra_items(args.extra, items)
     images = np.stack([load_image(p, args.size) for p in extra["image_path"]]).astype("float32")
     tag = "+".join(f.name for f in args.extra)
     print(f"\n{len(extra)} extra images from {tag}: "
