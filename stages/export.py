@@ -12,6 +12,7 @@ member's ood.npz carry it (predict and the web app apply it).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -40,14 +41,51 @@ def to_tflite(saved_model: Path, float16: bool) -> bytes:
     return converter.convert()
 
 
+def _content_uuid(saved_model: Path) -> None:
+    """fingerprint.pb's uuid is random per write, so the same model exported twice differed
+    and DVC saw a changed output on every fresh `dvc repro`. Replaced by one derived from the
+    fingerprint's own content hashes: an id of what was saved, as stable as the rest."""
+    from tensorflow.core.protobuf.fingerprint_pb2 import FingerprintDef
+
+    path = saved_model / "fingerprint.pb"
+    fingerprint = FingerprintDef.FromString(path.read_bytes())
+    fingerprint.ClearField("uuid")
+    fingerprint.uuid = str(int(hashlib.sha256(fingerprint.SerializeToString(
+        deterministic=True)).hexdigest()[:32], 16))
+    path.write_bytes(fingerprint.SerializeToString(deterministic=True))
+
+
+def write_saved_model(model: keras.Model, path: Path) -> None:
+    """model as a SavedModel with the signature `serve` (and `serving_default`, TF Serving's),
+    the same model giving the same bytes. Keras' model.export stores the variables in an
+    order that changes from process to process; here they are tracked in the model's own."""
+    import tensorflow as tf
+
+    # Dropout's seed state is a variable drawn anew by each process that loads the model;
+    # inference never reads it.
+    for variable in model.non_trainable_variables:
+        if variable.path.endswith("seed_generator_state"):
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+    size = model.input_shape[1]
+    archive = tf.Module()
+    archive.model_variables = [variable.value for variable in model.variables]
+    archive.serve = tf.function(
+        lambda image: model(image, training=False),
+        input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="image")])
+    tf.saved_model.save(archive, str(path),
+                        signatures={"serve": archive.serve, "serving_default": archive.serve})
+    _content_uuid(path)
+
+
 def export_model(model: keras.Model, card: dict, out_dir: Path, float16: bool) -> None:
     """SavedModel + TFLite + the Keras file (what `python -m stages.app.predict --model
-    models/export` loads) + the card into out_dir, replacing what was there."""
+    models/export` loads) + the card into out_dir, replacing what was there; the same model
+    gives the same bytes."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     saved = out_dir / "saved_model"
-    model.export(str(saved), format="tf_saved_model", verbose=False)
+    write_saved_model(model, saved)
     (out_dir / "model.tflite").write_bytes(to_tflite(saved, float16))
     write_model(model, out_dir / "model.keras",
                 {**card, "exported_from": card.get("name"), "tflite_float16": float16})

@@ -1,6 +1,9 @@
 """Stage export: SavedModel and TFLite answer like the Keras model they came from."""
 
+import hashlib
 import json
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -62,6 +65,27 @@ def test_exported_models_match_keras(tmp_path, backbone, size, weights, float16)
     exported_card = json.loads((tmp_path / "export/model.json").read_text())
     assert exported_card["classes"] == card["classes"]
     assert exported_card["tflite_float16"] is float16
+
+
+@pytest.mark.slow  # two processes importing TensorFlow: ~20 s
+def test_the_same_model_exports_to_the_same_bytes(tmp_path):
+    # Each export in its own process, as two `dvc repro` runs are (in one process TensorFlow
+    # numbers its traced functions on): SavedModel's fingerprint carried a random uuid.
+    path = write_tiny_model(tmp_path, "small_cnn", image_size=32, weights=None)
+    script = ("import sys; from pathlib import Path; from stages import export; "
+              "from stages.core.model_io import load_model; "
+              "model, card = load_model(Path(sys.argv[1])); "
+              "export.export_model(model, card, Path(sys.argv[2]), False)")
+    digests = []
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / name)],
+                       check=True, capture_output=True)
+        digests.append({str(f.relative_to(tmp_path / name)): hashlib.sha256(
+            f.read_bytes()).hexdigest() for f in (tmp_path / name).rglob("*") if f.is_file()})
+    assert "saved_model/fingerprint.pb" in digests[0]
+    assert digests[0] == digests[1]
+    loaded = tf.saved_model.load(str(tmp_path / "b/saved_model"))  # still a valid SavedModel
+    assert loaded.serve(tf.constant(_images(32))).shape == (6, 2)
 
 
 def test_custom_caffe_scaling_layer_exports(tmp_path):
