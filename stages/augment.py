@@ -16,7 +16,7 @@ import numpy as np
 from stages.core.cli import run_stage
 from stages.core.params import get, number, stage_params
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, TRAIN_ONLY
-from stages.core.shards import read_meta, read_split, write_meta, write_split
+from stages.core.shards import copy_id, read_meta, read_split, write_meta, write_split
 
 BATCH = 64
 
@@ -61,7 +61,7 @@ def augmented_items(images, labels, ids, targets, model, rng) -> Iterator[tuple]
             out = model(images[batch].astype("float32"), training=True)
             out = np.clip(np.round(keras.ops.convert_to_numpy(out)), 0, 255).astype(np.uint8)
             for k, i in enumerate(batch):
-                yield out[k], cls, f"{ids[i]}_aug{start + k}"
+                yield out[k], cls, copy_id(ids[i], start + k)
         print(f"  class {cls}: {len(members)} originals → {target} images", flush=True)
 
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from stages.core.classifier import build_classifier, compile_classifier, model_card
 from stages.core.cli import parse_target, run_stage
-from stages.core.fold_data import backbone_features
+from stages.core.fold_data import backbone_features, train_only_rows
 from stages.core.hardware import Hardware
 from stages.core.inference import split_at_pool
 from stages.core.linear_head import fit_linear_head
@@ -52,7 +52,8 @@ def main(backbone: str, fold: str) -> None:
             logistic = logistic_config(params, backbone, fold)
             fit_set = concat([train, val]) if logistic.with_validation else train
             kernel, bias, c = fit_linear_head(fit_set.images, fit_set.labels, fit_set.ids,
-                                              len(meta["classes"]), logistic.class_weight)
+                                              len(meta["classes"]), logistic.class_weight,
+                                              train_only_rows(fit_set))
             model.get_layer("probs").set_weights([kernel, bias])
             note = (f"logistic regression on {len(fit_set.labels)} feature vectors"
                     f"{' (training + validation)' if logistic.with_validation else ''}, "

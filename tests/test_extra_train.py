@@ -11,7 +11,7 @@ import yaml
 
 from stages import augment, download, prepare, split
 from stages.core.errors import PipelineError
-from stages.core.fold_data import training_data
+from stages.core.fold_data import train_only_rows, training_data
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, SPLIT_FILE, TRAIN_ONLY
 from stages.core.shards import fold_parts, read_split
 from stages.split import link_groups, unusable_train_only
@@ -64,6 +64,8 @@ def test_extra_images_train_every_fold_and_nothing_else(folds, in_tmp_repo, para
     for fold in folds:
         train, val, _ = training_data(str(fold))
         assert extra_ids <= set(train.ids)
+        assert set(train.ids[train_only_rows(train)]) == extra_ids  # never scored in inner CV
+        assert not train_only_rows(val).any()
         scored = fold_parts(str(fold), parts)
         for part in (scored.val, scored.test):
             assert not extra_ids & set(read_split(PREPARED_DIR, part).ids)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from stages.core.linear_head import fit_linear_head, softmax, source_image
+from stages.core.linear_head import fit_linear_head, inner_splits, softmax
+from stages.core.shards import source_image
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
@@ -43,3 +44,33 @@ def test_balanced_class_weights_let_the_arg_max_find_a_small_class():
         predicted = softmax(features @ kernel + bias).argmax(axis=1)
         recall[weight] = (predicted[labels == 1] == 1).mean()
     assert recall["balanced"] > recall[None] + 0.2
+
+
+def test_train_only_rows_fit_every_inner_fold_and_score_in_none():
+    labels = np.array([0, 1] * 30)
+    groups = np.array([f"g{i // 2}" for i in range(60)])  # pairs: copies of one image
+    train_only = np.arange(60) >= 40
+    splits = inner_splits(labels, groups, train_only)
+    assert len(splits) == 5
+    scored = np.concatenate([score for _, score in splits])
+    assert sorted(scored) == list(range(40))  # every other row scored exactly once
+    for fit, score in splits:
+        assert set(np.flatnonzero(train_only)) <= set(fit)
+        assert not set(groups[fit]) & set(groups[score])
+
+
+def test_extra_images_do_not_choose_c():
+    # Extra images whose labels are noise would pull the inner CV towards strong
+    # regularisation if they were scored; kept out of the scores, C is the one the data
+    # alone choose.
+    rng = np.random.default_rng(2)
+    labels = np.array([0, 1] * 100)
+    features = rng.normal(size=(200, 8)) + labels[:, None] * 1.5
+    noise = rng.normal(size=(200, 8)) + rng.integers(0, 2, (200, 1)) * 1.5
+    ids = np.array([f"ISIC_{i:07d}" for i in range(400)])
+    x, y = np.concatenate([features, noise]), np.concatenate([labels, rng.permutation(labels)])
+    alone = fit_linear_head(features, labels, ids[:200], 2)[2]
+    mask = np.arange(400) >= 200
+    scored_too = fit_linear_head(x, y, ids, 2)[2]
+    kept_out = fit_linear_head(x, y, ids, 2, train_only=mask)[2]
+    assert scored_too <= alone / 10 and kept_out == alone  # 0.03 vs 1.0 (seeded)

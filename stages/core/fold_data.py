@@ -7,11 +7,20 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 
 from stages.core.feature_cache import cached_features
 from stages.core.layers import DIHEDRAL, dihedral
-from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
-from stages.core.shards import Split, fold_parts, read_meta, read_parts, read_split
+from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, TRAIN_ONLY
+from stages.core.shards import (
+    Split,
+    fold_parts,
+    part_ids,
+    read_meta,
+    read_parts,
+    read_split,
+    source_image,
+)
 
 
 def training_data(fold: str) -> tuple[Split, Split, dict]:
@@ -19,6 +28,13 @@ def training_data(fold: str) -> tuple[Split, Split, dict]:
     meta = read_meta(PREPARED_DIR)
     parts = fold_parts(fold, list(meta["counts"]))
     return read_parts(AUGMENTED_DIR, parts.train), read_split(PREPARED_DIR, parts.val), meta
+
+
+def train_only_rows(split: Split) -> np.ndarray:
+    """Which rows of `split` are data.extra_train images, or augment's copies of them."""
+    if TRAIN_ONLY not in read_meta(PREPARED_DIR)["counts"]:
+        return np.zeros(len(split.ids), bool)
+    return np.isin(source_image(split.ids), part_ids(PREPARED_DIR, TRAIN_ONLY))
 
 
 def backbone_features(extractor: keras.Model, split: Split, batch_size: int) -> Split:

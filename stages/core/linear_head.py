@@ -3,7 +3,9 @@ model entry): on a few hundred to a few thousand images a strong, low-variance l
 
 scikit-learn's LogisticRegressionCV chooses the L2 strength by inner cross-validation on the
 training features, grouped by source image (augment's copies of one image never sit on both
-sides of an inner split), scored by log-loss. The standardisation and the fitted weights are
+sides of an inner split), scored by log-loss; images that only ever train (data.extra_train)
+sit in every inner fit and no inner score, so C is chosen for the data the model is scored
+on. The standardisation and the fitted weights are
 then folded into the classifier's own softmax layer, so the result is an ordinary Keras model:
 evaluated, calibrated, served, exported and explained (Grad-CAM) like any other.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import GroupKFold
+
+from stages.core.shards import source_image
 
 # Inverse L2 strengths tried. On standardised features of ~1,000-2,000 dimensions and a few
 # thousand images the choice lands near 1e-3; past 1 the fit is all but unregularised and
@@ -25,31 +29,38 @@ TOL = 1e-3
 INNER_FOLDS = 5
 
 
-def source_image(ids: np.ndarray) -> np.ndarray:
-    """augment names copies <id>_aug<k>; the id they came from."""
-    return np.array([str(i).split("_aug")[0] for i in ids])
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
 
+def inner_splits(labels: np.ndarray, groups: np.ndarray, train_only: np.ndarray,
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit rows, score rows) of the inner CV: grouped folds of the rows not `train_only`,
+    each fit joined by every `train_only` row."""
+    scored, always = np.flatnonzero(~train_only), np.flatnonzero(train_only)
+    folds = GroupKFold(n_splits=min(INNER_FOLDS, len(set(groups[scored]))))
+    return [(np.concatenate([scored[fit], always]), scored[score])
+            for fit, score in folds.split(scored, labels[scored], groups[scored])]
+
+
 def fit_linear_head(features: np.ndarray, labels: np.ndarray, ids: np.ndarray,
                     n_classes: int, class_weight: str | None = None,
+                    train_only: np.ndarray | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, float]:
     """(kernel (d, n_classes), bias (n_classes,), chosen C) of softmax(features @ kernel +
     bias), fitted on standardised features and expressed on the raw ones.
 
     class_weight "balanced" weighs each class inversely to its count, so the arg-max no
     longer favours the largest class (balanced accuracy, ISIC 2018/2019's metric); None
-    fits the data's own class frequencies."""
+    fits the data's own class frequencies. `train_only` (a row mask) marks extra images that
+    the inner CV fits on but never scores."""
     mean = features.mean(axis=0)
     scale = features.std(axis=0) + 1e-6
     z = (features - mean) / scale
-    groups = source_image(ids)
-    folds = GroupKFold(n_splits=min(INNER_FOLDS, len(set(groups))))
-    splits = list(folds.split(z, labels, groups))
+    if train_only is None:
+        train_only = np.zeros(len(labels), bool)
+    splits = inner_splits(labels, source_image(ids), train_only)
     model = LogisticRegressionCV(Cs=C_GRID, cv=splits, scoring="neg_log_loss", max_iter=2000,
                                  tol=TOL,
                                  l1_ratios=(0.0,), use_legacy_attributes=False,

@@ -20,6 +20,7 @@ from stages.core.params import ParamsError
 from stages.core.paths import HOLDOUT, SPLIT_FILE, TRAIN_ONLY
 
 META_FILE = "meta.json"
+COPY_MARK = "_aug"  # augment's copy k of image <id> is <id>_aug<k>
 
 
 class EmptySplitError(PipelineError):
@@ -84,6 +85,24 @@ def concat(parts: list[Split]) -> Split:
 
 def read_split(data_dir: Path, split: str) -> Split:
     return concat(list(iter_shards(data_dir, split)))
+
+
+def copy_id(image_id: str, k: int) -> str:
+    return f"{image_id}{COPY_MARK}{k}"
+
+
+def source_image(ids: np.ndarray) -> np.ndarray:
+    """The image id each augmented copy came from (an original's id is its own)."""
+    return np.array([str(i).split(COPY_MARK)[0] for i in ids])
+
+
+def part_ids(data_dir: Path, split: str) -> np.ndarray:
+    """The image ids of one part, without reading its pixels (npz members load lazily)."""
+    ids = []
+    for path in shard_paths(data_dir, split):
+        with np.load(path) as shard:
+            ids.append(shard["ids"])
+    return np.concatenate(ids)
 
 
 def read_parts(data_dir: Path, parts: list[str]) -> Split:
