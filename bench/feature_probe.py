@@ -103,14 +103,16 @@ def compare_inputs(arch: str, paths: list[str], size: int, cache: Path, score) -
 
 def oof_probs(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int,
               class_weight: str | None, extra: tuple | None = None) -> np.ndarray:
-    """Pooled out-of-fold probabilities; `extra` (x, y, groups) joins every fold's fit."""
+    """Pooled out-of-fold probabilities; `extra` (x, y, groups) joins every fold's fit and,
+    as in the pipeline, no inner score."""
     out = np.zeros((len(y), n_classes))
     folds = StratifiedGroupKFold(5, shuffle=True, random_state=0)
     for train, test in folds.split(x, y, groups):
         fit = (x[train], y[train], groups[train])
         if extra is not None:
             fit = tuple(np.concatenate([a, b]) for a, b in zip(fit, extra, strict=True))
-        kernel, bias, _ = fit_linear_head(*fit, n_classes, class_weight)
+        kernel, bias, _ = fit_linear_head(*fit, n_classes, class_weight,
+                                          np.arange(len(fit[1])) >= len(train))
         out[test] = softmax(x[test] @ kernel + bias)
     return out
 
