@@ -26,6 +26,11 @@ average; and the mean of the plain and Shades-of-Gray models' probabilities.
 `--extra FOLDER ...` instead scores one view (class weights none) without and with those
 folders' images added to every fold's fit, never scored (data.extra_train): only images of the
 data's classes and ids, lesions and patients not in the data are added.
+
+`--heads` instead compares, for the first backbone, one view and class weights none (with the
+`--extra` images in every fit, if given), the pipeline's logistic head with other learners on
+the same standardised features (OTHER_HEADS: shrinkage LDA, a one-hidden-layer MLP, an RBF
+SVM), each alone and averaged with the logistic head.
 """
 
 from __future__ import annotations
@@ -35,8 +40,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from stages.core.backbones import build_base
 from stages.core.images import PLAIN, Preprocessing, load_image
@@ -101,16 +112,32 @@ def compare_inputs(arch: str, paths: list[str], size: int, cache: Path, score) -
     score("mean of plain and Shades-of-Gray probabilities", plain["avg"], gray["avg"])
 
 
+# --heads: other scikit-learn learners on the same standardised features.
+OTHER_HEADS = {
+    "shrinkage LDA (Ledoit-Wolf)": lambda: LinearDiscriminantAnalysis(solver="lsqr",
+                                                                     shrinkage="auto"),
+    "MLP, 256 hidden units, alpha 1, early stopping": lambda: MLPClassifier(
+        (256,), alpha=1.0, early_stopping=True, max_iter=300, random_state=0),
+    "RBF SVM, C 1, sigmoid-calibrated": lambda: CalibratedClassifierCV(SVC(), ensemble=False),
+}
+
+
 def oof_probs(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int,
-              class_weight: str | None, extra: tuple | None = None) -> np.ndarray:
-    """Pooled out-of-fold probabilities; `extra` (x, y, groups) joins every fold's fit and,
-    as in the pipeline, no inner score."""
+              class_weight: str | None, extra: tuple | None = None,
+              learner=None) -> np.ndarray:
+    """Pooled out-of-fold probabilities of the pipeline's logistic head, or of `learner()`
+    on standardised features; `extra` (x, y, groups) joins every fold's fit and, as in the
+    pipeline, no inner score."""
     out = np.zeros((len(y), n_classes))
     folds = StratifiedGroupKFold(5, shuffle=True, random_state=0)
     for train, test in folds.split(x, y, groups):
         fit = (x[train], y[train], groups[train])
         if extra is not None:
             fit = tuple(np.concatenate([a, b]) for a, b in zip(fit, extra, strict=True))
+        if learner is not None:
+            out[test] = make_pipeline(StandardScaler(), learner()).fit(
+                fit[0], fit[1]).predict_proba(x[test])
+            continue
         kernel, bias, _ = fit_linear_head(*fit, n_classes, class_weight,
                                           np.arange(len(fit[1])) >= len(train))
         out[test] = softmax(x[test] @ kernel + bias)
@@ -158,6 +185,8 @@ def main() -> None:
                              "less backbone work: for comparing --size)")
     parser.add_argument("--extra", type=Path, nargs="+",
                         help="folders whose images join every fold's fit (docstring)")
+    parser.add_argument("--heads", action="store_true",
+                        help="compare heads for the first backbone, one view (docstring)")
     parser.add_argument("--inputs", action="store_true",
                         help="compare inputs and poolings for the first backbone (docstring)")
     args = parser.parse_args()
@@ -183,9 +212,13 @@ def main() -> None:
                        args.cache / f"{tag}-{args.backbones[0]}-inputs", score)
         return
     images = np.stack([load_image(p, args.size) for p in items["image_path"]]).astype("float32")
-    computed = 1 if args.one_view or args.extra else 8
+    computed = 1 if args.one_view or args.extra or args.heads else 8
+    archs = args.backbones[:1] if args.heads else args.backbones
     feats = {arch: view_features(arch, images, args.cache / f"{tag}-{arch}-{computed}v.npz",
-                                 computed) for arch in args.backbones}
+                                 computed) for arch in archs}
+    if args.heads:
+        compare_heads(args, items, classes, y, groups, feats[archs[0]][0])
+        return
     if args.extra:
         compare_extra(args, items, classes, y, groups, feats)
         return
@@ -205,19 +238,41 @@ def main() -> None:
                    np.mean(list(probs.values()), axis=0), classes)
 
 
-def compare_extra(args, items: pd.DataFrame, classes: list[str], y: np.ndarray,
-                  groups: np.ndarray, feats: dict[str, np.ndarray]) -> None:
-    """The --extra rows: each backbone and the mean of their probabilities, one view, class
-    weights none, without and with the extra images in every fold's fit."""
+def extra_fits(args, items: pd.DataFrame, classes: list[str]) -> dict[str, tuple]:
+    """{backbone: (features, labels, groups)} of the --extra images, one view."""
     extra = extra_items(args.extra, items)
     images = np.stack([load_image(p, args.size) for p in extra["image_path"]]).astype("float32")
     tag = "+".join(f.name for f in args.extra)
     print(f"\n{len(extra)} extra images from {tag}: "
           + ", ".join(f"{c} {n}" for c, n in extra["diagnosis"].value_counts().items()) + "\n")
-    fits = {arch: (view_features(arch, images, args.cache /
+    return {arch: (view_features(arch, images, args.cache /
                                  f"{tag}-{args.size}-{len(extra)}-{arch}-1v.npz", 1)[0],
                    extra["diagnosis"].map(classes.index).to_numpy(), group_ids(extra))
             for arch in args.backbones}
+
+
+def compare_heads(args, items: pd.DataFrame, classes: list[str], y: np.ndarray,
+                  groups: np.ndarray, x: np.ndarray) -> None:
+    """The --heads rows: the first backbone, one view, class weights none; the pipeline's
+    logistic head beside OTHER_HEADS, alone and averaged with it."""
+    extra = extra_fits(args, items, classes)[args.backbones[0]] if args.extra else None
+    arch = args.backbones[0]
+    logistic = oof_probs(x, y, groups, len(classes), None, extra)
+    report(f"{arch}, 1 view: logistic regression, C by inner CV (the pipeline's)", y,
+           logistic, classes)
+    for name, learner in OTHER_HEADS.items():
+        probs = oof_probs(x, y, groups, len(classes), None, extra, learner)
+        report(f"{arch}, 1 view: {name}", y, probs, classes)
+        report(f"{arch}, 1 view: mean of logistic and {name}", y, (logistic + probs) / 2,
+               classes)
+
+
+def compare_extra(args, items: pd.DataFrame, classes: list[str], y: np.ndarray,
+                  groups: np.ndarray, feats: dict[str, np.ndarray]) -> None:
+    """The --extra rows: each backbone and the mean of their probabilities, one view, class
+    weights none, without and with the extra images in every fold's fit."""
+    fits = extra_fits(args, items, classes)
+    tag = "+".join(f.name for f in args.extra)
     for name, with_extra in (("without", False), ("with", True)):
         probs = {arch: oof_probs(f[0], y, groups, len(classes), None,
                                  fits[arch] if with_extra else None)
