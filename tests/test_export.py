@@ -70,7 +70,8 @@ def test_exported_models_match_keras(tmp_path, backbone, size, weights, float16)
 @pytest.mark.slow  # two processes importing TensorFlow: ~20 s
 def test_the_same_model_exports_to_the_same_bytes(tmp_path):
     # Each export in its own process, as two `dvc repro` runs are (in one process TensorFlow
-    # numbers its traced functions on): SavedModel's fingerprint carried a random uuid.
+    # numbers its traced functions on). Keras' model.export ordered the variables anew in
+    # each process, Dropout's seed state was drawn anew, the fingerprint's uuid was random.
     path = write_tiny_model(tmp_path, "small_cnn", image_size=32, weights=None)
     script = ("import sys; from pathlib import Path; from stages import export; "
               "from stages.core.model_io import load_model; "
