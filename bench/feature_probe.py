@@ -238,7 +238,8 @@ def main() -> None:
                    np.mean(list(probs.values()), axis=0), classes)
 
 
-def extra_fits(args, items: pd.DataFrame, classes: list[str]) -> dict[str, tuple]:
+def extra_fits(args, items: pd.DataFrame, classes: list[str], archs: list[str],
+               ) -> dict[str, tuple]:
     """{backbone: (features, labels, groups)} of the --extra images, one view."""
     extra = extra_items(args.extra, items)
     images = np.stack([load_image(p, args.size) for p in extra["image_path"]]).astype("float32")
@@ -248,15 +249,15 @@ def extra_fits(args, items: pd.DataFrame, classes: list[str]) -> dict[str, tuple
     return {arch: (view_features(arch, images, args.cache /
                                  f"{tag}-{args.size}-{len(extra)}-{arch}-1v.npz", 1)[0],
                    extra["diagnosis"].map(classes.index).to_numpy(), group_ids(extra))
-            for arch in args.backbones}
+            for arch in archs}
 
 
 def compare_heads(args, items: pd.DataFrame, classes: list[str], y: np.ndarray,
                   groups: np.ndarray, x: np.ndarray) -> None:
     """The --heads rows: the first backbone, one view, class weights none; the pipeline's
     logistic head beside OTHER_HEADS, alone and averaged with it."""
-    extra = extra_fits(args, items, classes)[args.backbones[0]] if args.extra else None
     arch = args.backbones[0]
+    extra = extra_fits(args, items, classes, [arch])[arch] if args.extra else None
     logistic = oof_probs(x, y, groups, len(classes), None, extra)
     report(f"{arch}, 1 view: logistic regression, C by inner CV (the pipeline's)", y,
            logistic, classes)
@@ -271,7 +272,7 @@ def compare_extra(args, items: pd.DataFrame, classes: list[str], y: np.ndarray,
                   groups: np.ndarray, feats: dict[str, np.ndarray]) -> None:
     """The --extra rows: each backbone and the mean of their probabilities, one view, class
     weights none, without and with the extra images in every fold's fit."""
-    fits = extra_fits(args, items, classes)
+    fits = extra_fits(args, items, classes, list(feats))
     tag = "+".join(f.name for f in args.extra)
     for name, with_extra in (("without", False), ("with", True)):
         probs = {arch: oof_probs(f[0], y, groups, len(classes), None,
