@@ -1,0 +1,72 @@
+"""Is one run's out-of-fold score really above another's? A paired bootstrap on the same images.
+
+    python bench/paired_gain.py RUN_A RUN_B --backbones lite0_ms_frozen lite1_ms_frozen
+
+RUN_A and RUN_B are project folders after `dvc repro` (two clones, or copies of an
+experiment's workspace) of the same data and folds, e.g. a profile without and with
+data.extra_train. For each, the listed backbones' fold models' test predictions
+(metrics/predictions/<b>/<fold>/test.csv) are averaged and pooled over the folds: each image
+scored by the models that did not train on it. Both runs must hold the same images.
+`dvc metrics diff` compares two point values whose intervals overlap; this resamples the
+images once for both runs (drawn within each class, as evaluate's intervals), so what the
+two share cancels, and prints B − A with its 95 % interval for ROC AUC (each class's and
+their mean with several classes), balanced accuracy, sensitivity and specificity at the
+arg-max.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages.core.metrics import bootstrap_intervals, interval_scores
+
+
+def out_of_fold(run: Path, backbones: list[str]) -> tuple[pd.DataFrame, pd.Series]:
+    """The backbones' mean test probabilities, pooled over the folds, and each image's label."""
+    split = pd.read_csv(run / "data/interim/split.csv", dtype=str).set_index("isic_id")
+    folds = sorted(s.removeprefix("fold") for s in split["split"].unique()
+                   if s.startswith("fold")) or ["holdout"]
+    pooled = []
+    for fold in folds:
+        tables = [pd.read_csv(run / f"metrics/predictions/{b}/{fold}/test.csv",
+                              index_col="image") for b in backbones]
+        pooled.append(sum(t.loc[tables[0].index] for t in tables) / len(tables))
+    probs = pd.concat(pooled).sort_index()
+    return probs, split.loc[probs.index, "label"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_a", type=Path)
+    parser.add_argument("run_b", type=Path)
+    parser.add_argument("--backbones", nargs="+", required=True)
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    (a, labels), (b, labels_b) = (out_of_fold(r, args.backbones) for r in (args.run_a, args.run_b))
+    if not a.index.equals(b.index) or not labels.equals(labels_b):
+        raise SystemExit("the two runs do not hold the same images with the same labels")
+    classes = list(a.columns)
+    y = labels.map(classes.index).to_numpy()
+    pa, pb = a.to_numpy(), b[classes].to_numpy()
+
+    def gain(ix: np.ndarray) -> dict[str, float]:
+        sa, sb = interval_scores(y[ix], pa[ix], classes), interval_scores(y[ix], pb[ix], classes)
+        return {m: sb[m] - sa[m] for m in sa}
+
+    point = gain(np.arange(len(y)))
+    ci = bootstrap_intervals(y, gain, args.resamples, args.seed)
+    print(f"{len(y)} images; B = {args.run_b}, A = {args.run_a}; mean of {', '.join(args.backbones)}")
+    print("| metric | A | B | B − A (95 % CI) |\n|---|---|---|---|")
+    sa, sb = interval_scores(y, pa, classes), interval_scores(y, pb, classes)
+    for m, d in point.items():
+        print(f"| {m} | {sa[m]:.3f} | {sb[m]:.3f} | {d:+.3f} "
+              f"({ci[f'{m}_ci_low']:+.3f} to {ci[f'{m}_ci_high']:+.3f}) |")
+
+
+if __name__ == "__main__":
+    main()
