@@ -17,25 +17,28 @@ arg-max.
 from __future__ import annotations
 
 import argparse
+from contextlib import chdir
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from stages.core.metrics import bootstrap_intervals, interval_scores
+from stages.core.paths import predictions_file
+from stages.core.served import pooled_predictions
+from stages.core.shards import read_split_table
 
 
 def out_of_fold(run: Path, backbones: list[str]) -> tuple[pd.DataFrame, pd.Series]:
-    """The backbones' mean test probabilities, pooled over the folds, and each image's label."""
-    split = pd.read_csv(run / "data/interim/split.csv", dtype=str).set_index("isic_id")
-    folds = sorted(s.removeprefix("fold") for s in split["split"].unique()
-                   if s.startswith("fold")) or ["holdout"]
-    pooled = []
-    for fold in folds:
-        tables = [pd.read_csv(run / f"metrics/predictions/{b}/{fold}/test.csv",
-                              index_col="image") for b in backbones]
-        pooled.append(sum(t.loc[tables[0].index] for t in tables) / len(tables))
-    probs = pd.concat(pooled).sort_index()
+    """The backbones' mean test probabilities pooled over the folds (compare's own reader,
+    served.pooled_predictions, run in the run's folder), and each image's label."""
+    with chdir(run):
+        split = read_split_table()
+        folds = sorted(s.removeprefix("fold") for s in split["split"].unique()
+                       if s.startswith("fold")) or ["holdout"]
+        pooled = pooled_predictions(backbones, folds, "test", split["label"])
+        classes = list(pd.read_csv(predictions_file(backbones[0], folds[0])).columns[1:])
+    probs = pd.DataFrame(pooled.probs, index=pooled.ids, columns=classes).sort_index()
     return probs, split.loc[probs.index, "label"]
 
 
