@@ -8,9 +8,10 @@ of its own images (oversampling the minority class), the originals kept as they 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import cache
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from stages.core.cli import run_stage
@@ -18,11 +19,19 @@ from stages.core.params import get, number, stage_params
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, TRAIN_ONLY
 from stages.core.shards import copy_id, read_meta, read_split, write_meta, write_split
 
+if TYPE_CHECKING:
+    import keras
+
 BATCH = 64
 
 
 def augmenter(params: dict, seed: int) -> keras.Sequential:
-    """Random flips, rotation, zoom and colour shifts on 0..255 RGB, each strength a param."""
+    """Random flips, rotation, zoom and colour shifts on 0..255 RGB, each strength a param,
+    seeded. TensorFlow starts here, only when a copy is drawn (augment.copies 1 without
+    balancing keeps the originals and draws none)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
     value_range = (0, 255)
     layers = []
     if get(params, "augment.flip"):
@@ -50,7 +59,10 @@ def target_counts(labels: np.ndarray, copies: float, balance: bool) -> dict[int,
             for c, n in zip(present, counts, strict=True)}
 
 
-def augmented_items(images, labels, ids, targets, model, rng) -> Iterator[tuple]:
+def augmented_items(images, labels, ids, targets, model: Callable[[], keras.Sequential], rng,
+                    ) -> Iterator[tuple]:
+    """The originals, then seeded augmented copies of randomly drawn members up to each
+    class's target; `model()` gives the augmenter."""
     for cls, target in targets.items():
         members = np.flatnonzero(labels == cls)
         for i in members[:target]:
@@ -58,8 +70,8 @@ def augmented_items(images, labels, ids, targets, model, rng) -> Iterator[tuple]
         extra = rng.choice(members, size=max(0, target - len(members)), replace=True)
         for start in range(0, len(extra), BATCH):
             batch = extra[start:start + BATCH]
-            out = model(images[batch].astype("float32"), training=True)
-            out = np.clip(np.round(keras.ops.convert_to_numpy(out)), 0, 255).astype(np.uint8)
+            out = model()(images[batch].astype("float32"), training=True)
+            out = np.clip(np.round(np.asarray(out)), 0, 255).astype(np.uint8)
             for k, i in enumerate(batch):
                 yield out[k], cls, copy_id(ids[i], start + k)
         print(f"  class {cls}: {len(members)} originals → {target} images", flush=True)
@@ -76,9 +88,8 @@ def training_parts(meta: dict) -> list[str]:
 def main() -> None:
     params = stage_params("augment")
     seed = get(params, "seed")
-    keras.utils.set_random_seed(seed)
     meta = read_meta(PREPARED_DIR)
-    model = augmenter(params, seed)
+    model = cache(lambda: augmenter(params, seed))
     rng = np.random.default_rng(seed)
     AUGMENTED_DIR.mkdir(parents=True, exist_ok=True)
     for old in AUGMENTED_DIR.glob("*.npz"):

@@ -25,6 +25,7 @@ from stages.core.errors import PipelineError
 from stages.core.images import COLOR_CONSTANCY, PLAIN, ImageError, Preprocessing, load_image
 from stages.core.params import choice, flag, number, stage_params
 from stages.core.paths import PREPARE_REJECTED_FILE, PREPARED_DIR, RAW_DIR, SPLIT_FILE
+from stages.core.progress import Progress
 from stages.core.reports import check_rejected, write_report
 from stages.core.shards import EmptySplitError, write_meta, write_split
 
@@ -54,21 +55,22 @@ def workers() -> int:
 
 def decoded_items(
     rows: pd.DataFrame, size: int, steps: Preprocessing, pool, rejected: list[dict],
-    progress: str,
+    split: str,
 ) -> Iterator[tuple[np.ndarray, int, str]]:
     """(image, label, id) in split.csv order; each failure appended to `rejected` instead."""
     paths = [RAW_DIR / name for name in rows["image"]]
     # imap keeps the order and hands results over as they come: nothing piles up here.
     results = pool.imap(partial(decode, size=size, steps=steps), paths, chunksize=16)
-    for done, (result, label, isic_id, name) in enumerate(
-        zip(results, rows["label_index"], rows["isic_id"], rows["image"], strict=True), 1
+    progress = Progress(f"prepare {split}: decoding", len(rows))
+    for result, label, isic_id, name in zip(
+        results, rows["label_index"], rows["isic_id"], rows["image"], strict=True
     ):
         if isinstance(result, str):
             rejected.append({"item": name, "reason": result})
         else:
             yield result, int(label), isic_id
-        if done % 1000 == 0 or done == len(rows):
-            print(f"  {progress}: {done}/{len(rows)} images decoded", flush=True)
+        progress.advance()
+    progress.close()
 
 
 def main() -> None:

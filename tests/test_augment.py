@@ -17,7 +17,8 @@ def _run(params, seed):
     labels = np.array([0] * 9 + [1] * 3)
     ids = np.array([f"im{i}" for i in range(12)])
     targets = target_counts(labels, 1, balance=True)
-    items = list(augmented_items(images, labels, ids, targets, augmenter(params, seed),
+    model = augmenter(params, seed)
+    items = list(augmented_items(images, labels, ids, targets, lambda: model,
                                  np.random.default_rng(seed)))
     return images, items
 
@@ -42,3 +43,16 @@ def test_same_seed_same_images(params):
     _, other = _run(params, seed=6)
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, again, strict=True))
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
+
+
+def test_copies_without_balance_keep_the_originals_and_draw_nothing():
+    images = random_images(6, 8, seed=1)
+    labels = np.array([0] * 4 + [1] * 2)
+    ids = np.array([f"im{i}" for i in range(6)])
+
+    def no_model():
+        raise AssertionError("nothing to draw: the augmenter (and TensorFlow) is not needed")
+
+    items = list(augmented_items(images, labels, ids, target_counts(labels, 1, balance=False),
+                                 no_model, np.random.default_rng(0)))
+    assert [item_id for _, _, item_id in items] == list(ids)

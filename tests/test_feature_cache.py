@@ -20,7 +20,7 @@ def test_a_hit_is_what_a_recomputation_gives_and_computes_nothing(tmp_path, monk
     computed = []
     real = feature_cache.predict_batches
     monkeypatch.setattr(feature_cache, "predict_batches",
-                        lambda infer, x, b: computed.append(len(x)) or real(infer, x, b))
+                        lambda infer, x, b, what: computed.append(len(x)) or real(infer, x, b))
     order = [9, 0, 3, 7, 3, 6, 8, 1]
     np.testing.assert_allclose(cached_features(extractor, images[order], cache_dir=tmp_path),
                                direct[order], atol=1e-6)

@@ -44,7 +44,8 @@ def cached_features(extractor: keras.Model, images: np.ndarray, batch_size: int 
     if missing:
         first = {key: i for i, key in reversed(list(enumerate(keys)))}
         rows = [first[key] for key in missing]
-        computed = predict_batches(inference(extractor), images[rows], batch_size)
+        computed = predict_batches(inference(extractor), images[rows], batch_size,
+                                   f"features of {extractor.name}")
         known.update(zip(missing, computed, strict=True))
         name = hashlib.sha1("".join(missing).encode()).hexdigest()[:16]
         with atomic_path(folder / f"chunk-{name}.npz", suffix=".npz") as tmp:

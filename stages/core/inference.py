@@ -13,6 +13,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from stages.core.progress import Progress
+
 Predict = Callable[[np.ndarray], np.ndarray]  # float32 (n, h, w, 3) 0..255 → (n, classes)
 
 
@@ -27,10 +29,16 @@ def inference(model: keras.Model):
                        reduce_retracing=True)
 
 
-def predict_batches(infer, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """`infer` (see inference) over images, batch by batch, as one float32 array."""
-    outputs = [np.asarray(infer(images[i:i + batch_size]))
-               for i in range(0, len(images), batch_size)]
+def predict_batches(infer, images: np.ndarray, batch_size: int, what: str = "predicting",
+                    ) -> np.ndarray:
+    """`infer` (see inference) over images, batch by batch, as one float32 array; `what`
+    names the work in the progress line that long runs show (core/progress.py)."""
+    progress = Progress(what, len(images))
+    outputs = []
+    for i in range(0, len(images), batch_size):
+        outputs.append(np.asarray(infer(images[i:i + batch_size])))
+        progress.advance(len(outputs[-1]))
+    progress.close()
     return np.concatenate(outputs).astype(np.float32)
 
 

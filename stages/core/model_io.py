@@ -64,6 +64,9 @@ def read_card(path: Path) -> dict:
 
 
 def load_model(path: Path) -> tuple[keras.Model, dict]:
+    """(model, card), uncompiled: whoever trains it compiles it (finetune), and a
+    frozen-feature model, whose optimizer never took a step, loads without Keras' warning
+    that there are no optimizer variables to restore."""
     if not path.exists():
         raise MissingInputError(f"{path} not found: run `dvc repro` (or `dvc pull`) first")
-    return keras.models.load_model(path), read_card(path)
+    return keras.models.load_model(path, compile=False), read_card(path)

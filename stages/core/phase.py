@@ -20,7 +20,7 @@ from stages.core.hardware import Hardware, set_up
 from stages.core.model_io import write_model
 from stages.core.params import FitConfig, get
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, model_dir, training_log_dir
-from stages.core.shards import Split, read_meta
+from stages.core.shards import Split
 from stages.core.train_loop import fit_epochs
 
 
@@ -44,7 +44,6 @@ class Phase:
     output: str  # the model file written under models/<backbone>/<fold>/
     fit: FitConfig
     inputs: tuple[Path, ...] = ()  # files read besides the prepared data (finetune: head)
-    reads_images: bool = True  # False: no epochs and a build that needs no training images
 
 
 def seed_everything(seed: int) -> None:
@@ -63,11 +62,7 @@ def run_phase(phase: Phase, backbone: str, fold: str, params: dict,
     hardware = set_up(params)  # first: a cluster's strategy must exist before other TF work
     seed = get(params, "seed")
     seed_everything(seed)
-    if phase.reads_images:
-        train, val, meta = training_data(fold)
-    else:  # nothing will train on them (e.g. finetune of a frozen-feature model)
-        meta = read_meta(PREPARED_DIR)
-        train = val = Split(*(np.zeros(0) for _ in range(3)))
+    train, val, meta = training_data(fold)
     with hardware.strategy.scope():
         built = build(train, val, meta, hardware)
     name = f"{phase.stage}@{backbone}-{fold}"
