@@ -138,7 +138,7 @@ def oof_probs(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int,
             out[test] = make_pipeline(StandardScaler(), learner()).fit(
                 fit[0], fit[1]).predict_proba(x[test])
             continue
-        kernel, bias, _ = fit_linear_head(*fit, n_classes, class_weight,
+        kernel, bias, *_ = fit_linear_head(*fit, n_classes, class_weight,
                                           np.arange(len(fit[1])) >= len(train))
         out[test] = softmax(x[test] @ kernel + bias)
     return out

@@ -21,17 +21,21 @@ from stages.core.params import finetune_config, stage_params, weights_setting
 from stages.core.paths import model_dir, training_log_dir
 
 
-def keep_head(head_path: Path, model_path: Path, log_dir: Path) -> None:
-    """model.keras (+ its card) := head.keras, and a training summary that says so."""
+def keep_head(head_path: Path, model_path: Path, train_log: Path, log_dir: Path) -> None:
+    """model.keras (+ its card) := head.keras, a training summary that says so, and the
+    model's one training curve (the train stage's) as this stage's."""
     if not head_path.exists():
         raise MissingInputError(f"{head_path} not found: run `dvc repro` (or `dvc pull`) first")
     for source, target in ((head_path, model_path),
                            (head_path.with_suffix(".json"), model_path.with_suffix(".json"))):
         with atomic_path(target, suffix=target.suffix) as tmp:
             shutil.copyfile(source, tmp)
-    # The outputs dvc.yaml declares for every model: a summary, and (no epochs) no curve.
     write_json(log_dir / "metrics.json", {"epochs": 0})
-    (log_dir / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
+    curves = log_dir / "plots" / "metrics"
+    shutil.rmtree(curves, ignore_errors=True)
+    if (train_log / "plots" / "metrics").is_dir():
+        shutil.copytree(train_log / "plots" / "metrics", curves)
+    curves.mkdir(parents=True, exist_ok=True)
 
 
 def fine_tune(backbone: str, fold: str, params: dict, head_path: Path) -> None:
@@ -69,6 +73,7 @@ def main(backbone: str, fold: str) -> None:
     head_path = model_dir(backbone, fold) / "head.keras"
     if finetune_config(params, backbone).epochs == 0:
         keep_head(head_path, model_dir(backbone, fold) / "model.keras",
+                  training_log_dir(backbone, fold, "train"),
                   training_log_dir(backbone, fold, "finetune"))
         print(f"finetune@{backbone}-{fold}: finetune.epochs is 0, the head model is the model",
               flush=True)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from stages.core.classifier import build_classifier, compile_classifier, model_card
 from stages.core.cli import parse_target, run_stage
 from stages.core.fold_data import backbone_features, train_only_rows
 from stages.core.hardware import Hardware
 from stages.core.inference import split_at_pool
-from stages.core.linear_head import fit_linear_head
+from stages.core.linear_head import C_GRID, fit_linear_head
 from stages.core.params import (
     fit_config,
     logistic_config,
@@ -47,14 +49,18 @@ def main(backbone: str, fold: str) -> None:
                           for split in (train, val))
         compile_classifier(fitted, fit.lr)
         trainable = sum(int(w.shape.num_elements() or 0) for w in fitted.trainable_weights)
-        note, summary = f"{fit.epochs} epochs", {}
+        note, summary, curve = f"{fit.epochs} epochs", {}, []
         if solver == "logistic":
             logistic = logistic_config(params, backbone, fold)
             fit_set = concat([train, val]) if logistic.with_validation else train
-            kernel, bias, c = fit_linear_head(fit_set.images, fit_set.labels, fit_set.ids,
-                                              len(meta["classes"]), logistic.class_weight,
-                                              train_only_rows(fit_set))
-            model.get_layer("probs").set_weights([kernel, bias])
+            head = fit_linear_head(fit_set.images, fit_set.labels, fit_set.ids,
+                                   len(meta["classes"]), logistic.class_weight,
+                                   train_only_rows(fit_set))
+            model.get_layer("probs").set_weights([head.kernel, head.bias])
+            c = head.c
+            # Its training curve: inner-CV log-loss along the C grid (step k: C_GRID[k]).
+            curve = [{"inner_cv_log_loss": float(loss), "log10_C": float(np.log10(grid_c))}
+                     for loss, grid_c in zip(head.inner_log_loss, C_GRID, strict=True)]
             note = (f"logistic regression on {len(fit_set.labels)} feature vectors"
                     f"{' (training + validation)' if logistic.with_validation else ''}, "
                     f"class weights {logistic.class_weight or 'none'}, C={c:.3g}")
@@ -65,7 +71,7 @@ def main(backbone: str, fold: str) -> None:
         return Built(model, card,
                      train, val, fitted=fitted,
                      note=f"{cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
-                          f"parameters, {note}", summary=summary)
+                          f"parameters, {note}", summary=summary, curve=curve)
 
     # The logistic head is fitted in build; no gradient epochs follow.
     epochs = fit.epochs if solver == "adam" else 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from stages.core.linear_head import fit_linear_head, inner_splits, softmax
+from stages.core.linear_head import C_GRID, fit_linear_head, inner_splits, softmax
 from stages.core.shards import source_image
 
 
@@ -17,7 +17,8 @@ def test_folded_weights_answer_like_the_fitted_model(n_classes, class_weight):
                          np.quantile(features[:, 0], np.linspace(0, 1, n_classes + 1)[1:-1]))
     ids = np.array([f"ISIC_{i // 4:07d}" + (f"_aug{i % 4}" if i % 4 else "")
                     for i in range(240)])
-    kernel, bias, c = fit_linear_head(features, labels, ids, n_classes, class_weight)
+    kernel, bias, c, inner_log_loss = fit_linear_head(features, labels, ids, n_classes,
+                                                      class_weight)
     assert kernel.shape == (12, n_classes) and bias.shape == (n_classes,)
     # The same C on standardised features, refitted plainly: the same probabilities.
     z = (features - features.mean(0)) / (features.std(0) + 1e-6)
@@ -26,6 +27,9 @@ def test_folded_weights_answer_like_the_fitted_model(n_classes, class_weight):
     reference = LogisticRegression(C=c, max_iter=5000, tol=1e-8, class_weight=class_weight).fit(
         z, labels).predict_proba(z)
     np.testing.assert_allclose(softmax(features @ kernel + bias), reference, atol=1e-2)
+    # The curve the train stage draws: inner log-loss per C tried, the chosen C the lowest.
+    assert inner_log_loss.shape == C_GRID.shape
+    assert C_GRID[np.argmin(inner_log_loss)] == pytest.approx(c)
 
 
 def test_copies_of_one_image_count_as_one_group():
@@ -40,7 +44,7 @@ def test_balanced_class_weights_let_the_arg_max_find_a_small_class():
     ids = np.array([f"ISIC_{i:07d}" for i in range(300)])
     recall = {}
     for weight in (None, "balanced"):
-        kernel, bias, _ = fit_linear_head(features, labels, ids, 2, weight)
+        kernel, bias, *_ = fit_linear_head(features, labels, ids, 2, weight)
         predicted = softmax(features @ kernel + bias).argmax(axis=1)
         recall[weight] = (predicted[labels == 1] == 1).mean()
     assert recall["balanced"] > recall[None] + 0.2

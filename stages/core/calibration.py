@@ -34,7 +34,10 @@ def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:
         p = apply_temperature(probs, t)[np.arange(len(labels)), labels]
         return float(-np.mean(np.log(np.clip(p, EPS, 1.0))))
 
-    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+    # to 1e-8, not scipy's default 1e-5: T is then the optimum, not where the search stopped,
+    # and the same on every CPU once rounded (served.DECIMALS)
+    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded",
+                                 options={"xatol": 1e-8}).x)
 
 
 def malignant_classes(classes: list[str]) -> list[int]:

@@ -12,6 +12,8 @@ evaluated, calibrated, served, exported and explained (Grad-CAM) like any other.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import GroupKFold
@@ -44,12 +46,18 @@ def inner_splits(labels: np.ndarray, groups: np.ndarray, train_only: np.ndarray,
             for fit, score in folds.split(scored, labels[scored], groups[scored])]
 
 
+class LinearHead(NamedTuple):
+    kernel: np.ndarray  # (d, n_classes), on the raw features
+    bias: np.ndarray  # (n_classes,)
+    c: float  # the chosen inverse L2 strength
+    inner_log_loss: np.ndarray  # mean inner-CV log-loss for each C of C_GRID: the fit's curve
+
+
 def fit_linear_head(features: np.ndarray, labels: np.ndarray, ids: np.ndarray,
                     n_classes: int, class_weight: str | None = None,
-                    train_only: np.ndarray | None = None,
-                    ) -> tuple[np.ndarray, np.ndarray, float]:
-    """(kernel (d, n_classes), bias (n_classes,), chosen C) of softmax(features @ kernel +
-    bias), fitted on standardised features and expressed on the raw ones.
+                    train_only: np.ndarray | None = None) -> LinearHead:
+    """softmax(features @ kernel + bias), fitted on standardised features and expressed on
+    the raw ones, with the C chosen by inner CV and the inner log-loss of every C tried.
 
     class_weight "balanced" weighs each class inversely to its count, so the arg-max no
     longer favours the largest class (balanced accuracy, ISIC 2018/2019's metric); None
@@ -72,4 +80,7 @@ def fit_linear_head(features: np.ndarray, labels: np.ndarray, ids: np.ndarray,
         intercept = np.array([0.0, intercept[0]])
     kernel = (coef / scale).T
     bias = intercept - (coef / scale) @ mean
-    return kernel.astype(np.float32), bias.astype(np.float32), float(model.C_)
+    # scores_: (inner folds, l1 ratios, Cs) of negative log-loss
+    inner_log_loss = -np.asarray(model.scores_).mean(axis=0)[0]
+    return LinearHead(kernel.astype(np.float32), bias.astype(np.float32), float(model.C_),
+                      inner_log_loss)

@@ -36,6 +36,7 @@ class Progress:
         self.started = self.shown = clock()
         self.done = 0
         self.printed = False
+        self.shown_done = -1  # what `done` was when last shown
 
     def line(self) -> str:
         elapsed = max(self.clock() - self.started, 1e-9)
@@ -56,7 +57,7 @@ class Progress:
             self._show()
 
     def _show(self, end: str = "") -> None:
-        self.shown, self.printed = self.clock(), True
+        self.shown, self.printed, self.shown_done = self.clock(), True, self.done
         if self.terminal:
             self.stream.write(f"\r{self.line()}\x1b[K{end}")
         else:
@@ -65,8 +66,10 @@ class Progress:
 
     def close(self) -> None:
         """The last state, once, if anything was shown (a terminal line ends here)."""
-        if self.printed:
-            self._show(end="\n" if self.terminal else "")
+        if self.terminal and self.printed:
+            self._show(end="\n")
+        elif self.printed and self.shown_done != self.done:
+            self._show()
 
 
 def tracked(items: Iterable[T], what: str, total: int, unit: str = "images",

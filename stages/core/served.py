@@ -137,12 +137,19 @@ class Decision:
     threshold: float
 
 
+# The decision's numbers are kept to 4 decimals, and these rounded values are the ones
+# applied everywhere (estimate, card, predict): another CPU type computes the probabilities
+# ~1e-8 apart, which must not change the card or the figures `dvc metrics diff` compares.
+DECIMALS = 4
+
+
 def fit_decision(p: Predictions, classes: list[str], target: float) -> Decision:
-    temperature = fit_temperature(p.labels, p.probs)
+    temperature = round(fit_temperature(p.labels, p.probs), DECIMALS)
     calibrated = apply_temperature(p.probs, temperature)
     malignant = np.isin(p.labels, malignant_classes(classes))
-    return Decision(temperature, threshold_for_sensitivity(
-        malignant, refer_score(calibrated, classes), target))
+    threshold = threshold_for_sensitivity(malignant, refer_score(calibrated, classes), target)
+    # rounded down: a lower threshold flags every image the exact one flags
+    return Decision(temperature, float(np.floor(threshold * 10**DECIMALS) / 10**DECIMALS))
 
 
 def _decision_scores(malignant: np.ndarray, refer: np.ndarray) -> dict:
@@ -188,11 +195,11 @@ def estimate(fit_on: Predictions, test: Predictions, classes: list[str], target:
                           "pauc_above_80_tpr": pauc_above_tpr(malignant, refer_scores),
                           **{k: v for k, v in intervals.items()
                              if k.startswith(("sensitivity", "specificity"))}}
-    scores["calibration"] = {
+    scores["calibration"] = {name: round(value, DECIMALS) for name, value in {
         "brier_before": brier(test.labels, test.probs),
         "brier_after": brier(test.labels, calibrated),
         "ece_before": expected_calibration_error(test.labels, test.probs),
-        "ece_after": expected_calibration_error(test.labels, calibrated)}
+        "ece_after": expected_calibration_error(test.labels, calibrated)}.items()}
     rows = [{**r, "series": f"{when} calibration", "point": i}
             for when, probs in (("before", test.probs), ("after", calibrated))
             for i, r in enumerate(reliability(test.labels, probs))]
@@ -281,9 +288,9 @@ def build_served(candidates: list[list[str]], folds: list, serve: str, truth: pd
                                        if len(served_folds) > 1 else f" ({served_folds[0]})"),
         "classes": classes,
         "members": members,
-        "calibration": {"method": "temperature", "temperature": round(final.temperature, 6)},
+        "calibration": {"method": "temperature", "temperature": final.temperature},
         "decision": {"refer_classes": [classes[i] for i in malignant_classes(classes)],
-                     "threshold": round(final.threshold, 6),
+                     "threshold": final.threshold,
                      "target_sensitivity": target},
         "estimate": {"how": how, **result.scores},
         **({"lockbox": lockbox} if lockbox else {}),
