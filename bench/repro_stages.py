@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.core.params import ParamsLoader
+from stages.core.params import ParamsLoader, with_assignment
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
@@ -31,12 +31,7 @@ STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
 def set_params(path: Path, assignments: list[str]) -> None:
     params = yaml.load(path.read_text(), Loader=ParamsLoader)
     for assignment in assignments:
-        key, value = assignment.split("=", 1)
-        node = params
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = yaml.load(value, Loader=ParamsLoader)  # -S lr=5e-5 is a number
+        params = with_assignment(params, assignment)  # -S lr=5e-5 is a number
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

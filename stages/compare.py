@@ -22,14 +22,18 @@ from stages.core.cli import run_stage
 from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import write_json
 from stages.core.metrics import classification_metrics, curve_points
+from stages.core.model_card import render
 from stages.core.params import choice, get, number, stage_params
 from stages.core.paths import (
     CALIBRATION_PLOT,
     LEADERBOARD_FILE,
+    MODEL_CARD,
     PREPARED_DIR,
+    RAW_DIR,
     ROC_OVERLAY_PLOT,
     SERVED_CARD,
     SERVED_SUBGROUPS,
+    SPLIT_METRICS,
     SUMMARY_FILE,
     metrics_file,
 )
@@ -156,6 +160,24 @@ def served_markdown(card: dict) -> str:
     ]) + "\n"
 
 
+def data_description(params: dict) -> dict[str, str]:
+    """Where the images came from, in words, and their attribution (for the model card)."""
+    source = get(params, "data.source")
+    if source == "synthetic":
+        where = (f"{get(params, 'data.synthetic.count')} synthetic images from this "
+                 "project's generator (stages/core/sources/synthetic.py)")
+    elif source == "local":
+        where = f"the local folder {get(params, 'data.local.path')}"
+    else:
+        where = f"the ISIC Archive, search {get(params, 'data.isic.search')!r}"
+    extra = get(params, "data.extra_train") or []
+    if extra:
+        where += f", with {', '.join(extra)} as training-only images (never scored)"
+    attribution = RAW_DIR / "attribution.txt"
+    lines = attribution.read_text().splitlines()[:3] if attribution.exists() else []
+    return {"source": where, "attribution": " ".join(lines)}
+
+
 def main() -> None:
     params = stage_params("compare")
     rank_by = choice(params, "compare.rank_by", COLUMNS)
@@ -182,9 +204,12 @@ def main() -> None:
     write_json(ROC_OVERLAY_PLOT, {"roc": roc_overlay(backbones, folds, truth, result.scored,
                                                      card["classes"])})
     scored = result.scored
-    write_json(SERVED_SUBGROUPS, subgroup_metrics(
-        split_table.loc[scored.ids, ["sex", "age", "site"]], scored.labels,
-        scored.probs, card["classes"], resamples, get(params, "seed")))
+    subgroups = subgroup_metrics(split_table.loc[scored.ids, ["sex", "age", "site"]],
+                                 scored.labels, scored.probs, card["classes"], resamples,
+                                 get(params, "seed"))
+    write_json(SERVED_SUBGROUPS, subgroups)
+    MODEL_CARD.write_text(render(card, json.loads(SPLIT_METRICS.read_text()), subgroups,
+                                 data_description(params)))
     summary = {
         "best": best,
         "rank_by": rank_by,
@@ -192,7 +217,8 @@ def main() -> None:
         "scores": dict(ranked),  # keyed by model, so `dvc metrics show/diff` can flatten it
         "served": {"name": card["name"], "members": len(card["members"]),
                    "estimate": card["estimate"], "decision": card["decision"],
-                   "calibration": card["calibration"]},
+                   "calibration": card["calibration"],
+                   **({"lockbox": card["lockbox"]} if "lockbox" in card else {})},
     }
     write_json(SUMMARY_FILE, summary)
     LEADERBOARD_FILE.write_text(markdown(ranked) + served_markdown(card))

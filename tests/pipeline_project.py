@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from stages.core.params import merged
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Small enough for a 2-core CPU in about a minute, big enough that every stage has work.
@@ -24,13 +26,6 @@ TINY = {
         for name in ("small_cnn", "small_functional_cnn")
     },
 }
-
-
-def merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return out
 
 
 class Project:
@@ -56,7 +51,7 @@ class Project:
     def set_params(self, override: dict) -> None:
         path = self.root / "params.yaml"
         params = yaml.safe_load(path.read_text())
-        path.write_text(yaml.safe_dump(merge(params, override), sort_keys=False))
+        path.write_text(yaml.safe_dump(merged(params, override), sort_keys=False))
 
     def env(self) -> dict:
         env = dict(os.environ)

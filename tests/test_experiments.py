@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from tests.pipeline_project import TINY, Project, merge
+from stages.core.params import merged
+from tests.pipeline_project import TINY, Project
 
 pytestmark = pytest.mark.slow
 
 
 def test_queued_experiments_run_and_show_their_own_metrics(tmp_path):
-    project = Project.copy_of_repo(tmp_path, merge(TINY, {"backbones": ["small_cnn"]}))
+    project = Project.copy_of_repo(tmp_path, merged(TINY, {"backbones": ["small_cnn"]}))
     for lr in ("0.003", "0.0003"):
         project.dvc("exp", "run", "--queue", "-S", f"models.small_cnn.finetune.lr={lr}")
     project.dvc("queue", "start", "-j", "1")

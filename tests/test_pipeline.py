@@ -9,9 +9,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from stages.compare import COLUMNS
+from stages.core.params import merged
 from tests.browser import chromium
 from tests.conftest import UDA1_DIR
-from tests.pipeline_project import TINY, Project, merge
+from tests.pipeline_project import TINY, Project
 
 pytestmark = pytest.mark.slow
 
@@ -171,7 +172,7 @@ def test_cross_validation_on_real_isic_images(tmp_path):
     """The 400 UDA-1 dermoscopy images through every stage: 3-fold CV of two backbones and
     their ensemble (tiny epochs, 32 px)."""
     names = ["small_cnn", "small_functional_cnn"]
-    project = Project.copy_of_repo(tmp_path, merge(TINY, {
+    project = Project.copy_of_repo(tmp_path, merged(TINY, {
         "data": {"source": "local", "local": {"path": str(UDA1_DIR), "layout": "auto"}},
         "folds": [0, 1, 2], "compare": {"ensemble": names},
     }))
@@ -218,7 +219,7 @@ def _ham10000_folder(root, count: int = 90):
 
 def test_multiclass_task_on_a_ham10000_folder(tmp_path):
     ham = _ham10000_folder(tmp_path)
-    project = Project.copy_of_repo(tmp_path / "repo", merge(TINY, {
+    project = Project.copy_of_repo(tmp_path / "repo", merged(TINY, {
         "task": "multiclass",
         "data": {"source": "local", "local": {"path": str(ham), "layout": "auto"}},
         "backbones": ["small_functional_cnn"],

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline_project import TINY, Project, merge
+from stages.core.params import merged
+from tests.pipeline_project import TINY, Project
 from tests.tiny_models import jpeg_bytes, lesion_photo
 
 pytestmark = pytest.mark.slow
 
-SHARED = merge(TINY, {"backbones": ["small_cnn"]})
+SHARED = merged(TINY, {"backbones": ["small_cnn"]})
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,9 @@ import pytest
 
 from stages.core.checkpoints import Checkpoints, fingerprint
 from stages.core.hardware import set_up
-from stages.core.params import FitConfig
+from stages.core.params import FitConfig, merged
 from stages.core.phase import fit_resumable, seed_everything
-from tests.pipeline_project import TINY, Project, merge
+from tests.pipeline_project import TINY, Project
 from tests.tiny_problem import tiny_data
 
 EPOCHS = 6
@@ -178,7 +178,7 @@ def test_unreadable_backup_starts_afresh(tmp_path):
 # ---------------------------------------------------------------- a real kill -9
 
 
-RESUME = merge(TINY, {
+RESUME = merged(TINY, {
     "backbones": ["small_cnn"],
     "models": {"small_cnn": {"train": {"epochs": 40, "batch_size": 16}}},
 })

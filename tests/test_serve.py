@@ -203,3 +203,14 @@ def test_serve_settings_from_params(params):
             serve.settings({"serve": {**params["serve"], key: bad}})
     with pytest.raises(ParamsError, match="missing key 'serve.port'"):
         serve.settings({"serve": {}})
+
+
+def test_the_page_links_the_model_card_it_serves(repo, client):
+    (repo / "models/MODEL_CARD.md").write_text("# Model card: small_cnn (holdout)\n")
+    page = client.get("/").get_data(as_text=True)
+    assert 'href="/model-card"' in page
+    card = client.get("/model-card")
+    assert card.status_code == 200 and card.mimetype == "text/markdown"
+    assert card.get_data(as_text=True).startswith("# Model card: small_cnn")
+    (repo / "models/MODEL_CARD.md").unlink()
+    assert client.get("/model-card").status_code == 404

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import waitress
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request
 from PIL import Image
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from stages.core.cli import run_stage
 from stages.core.gradcam import colormap, gradcam
 from stages.core.images import ImageError
 from stages.core.params import flag, get, load_params, number
-from stages.core.paths import SERVED_CARD, SUMMARY_FILE
+from stages.core.paths import MODEL_CARD, SERVED_CARD, SUMMARY_FILE
 from stages.core.predictor import (
     MODELS_DIR,
     ModelNotFoundError,
@@ -178,6 +178,13 @@ def create_app(
         return render_template("index.html", models=listing, selected=selected,
                                max_upload_mb=max_upload_mb, tta=tta)
 
+    @app.get("/model-card")
+    def model_card():
+        card = Path(models_dir) / MODEL_CARD.name
+        if not card.exists():
+            raise NotFound(f"{card} not found: run `dvc repro` first")
+        return Response(card.read_text(), mimetype="text/markdown; charset=utf-8")
+
     @app.get("/api/models")
     def api_models():
         return jsonify(models=models.listing())
@@ -216,6 +223,12 @@ def create_app(
     return app
 
 
+def _warm_up_photo() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (150, 110, 90)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def settings(params: dict) -> dict:
     """params.yaml `serve:`, checked (a missing key is named)."""
     return {"port": number(params, "serve.port", 1, 65535, integer=True),
@@ -240,6 +253,9 @@ def main(port: int | None = None) -> None:
               f"starting with {first}", flush=True)
     print(f"loading {first} ...", flush=True)
     models.get(first)  # warm before the first visitor, and fail now if it cannot load
+    # The first heatmap traces Grad-CAM's graphs (25 s for an ensemble): now, not for the
+    # first visitor.
+    models.predict(_warm_up_photo(), first, config["tta"], heatmap=True)
     print(f"serving on http://127.0.0.1:{port}  (a research tool, not a medical device)",
           flush=True)
     # waitress: a production WSGI server (pure Python, threads); Flask's own is for debugging.

@@ -51,6 +51,26 @@ def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     return params
 
 
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override`'s keys set, section by section (a profile over params.yaml)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = (merged(base.get(key) or {}, value) if isinstance(value, dict)
+                    else value)
+    return out
+
+
+def with_assignment(params: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """`params` with one `dotted.key=value` set, as `dvc exp run -S` does (value in YAML)."""
+    key, sep, value = assignment.partition("=")
+    if not sep:
+        raise ParamsError(f"-S {assignment}: expected key=value")
+    override: dict[str, Any] = yaml.load(value, Loader=ParamsLoader)
+    for part in reversed(key.split(".")):
+        override = {part: override}
+    return merged(params, override)
+
+
 def stage_params(stage: str, item: dict[str, str] | None = None,
                  params_file: Path = PARAMS_FILE, dvc_file: Path = DVC_FILE) -> dict[str, Any]:
     """The params dvc.yaml declares for `stage` (with a matrix stage's `${item.x}` filled from

@@ -62,5 +62,7 @@ def ood_file(backbone: str, fold: str) -> Path:
 
 
 SERVED_CARD = MODELS_DIR / "served.json"  # compare: the model predict/serve/export use
+MODEL_CARD = MODELS_DIR / "MODEL_CARD.md"  # compare: the served model's card for people
+SPLIT_METRICS = Path("metrics/split.json")  # split: images per split and class
 CALIBRATION_PLOT = Path("metrics/plots/served/reliability.json")
 ROC_OVERLAY_PLOT = Path("metrics/plots/roc_all.json")  # every model's ROC in one chart

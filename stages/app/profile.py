@@ -1,0 +1,240 @@
+"""Profiles: named settings for real data, run from the committed params.yaml, with their
+results committed under results/<name>/ and checked against the code that would make them.
+
+    python -m stages.app.profile run uda1                 # profiles/uda1.yaml over params.yaml
+    python -m stages.app.profile run uda1 -S seed=7       # a variation on top (not kept)
+    python -m stages.app.profile run uda1 --keep          # leave it in the workspace after
+    python -m stages.app.profile check                    # which committed results are stale
+    python -m stages.app.profile table [--write|--check]  # the README's table of profiles
+
+`run` writes params.yaml = the committed params.yaml (git HEAD, never what an earlier run left
+in the workspace) with the profile's keys, runs `dvc repro`, copies what the run produced
+(summary, leaderboard, served card, model card, dvc.lock, params, wall time and CPU) into
+results/<name>/, then puts the workspace back to the committed default (`git checkout`,
+`dvc checkout`) unless --keep. results/<name>/summary.json is a metric in dvc.yaml, so
+`dvc metrics diff` compares profiles between commits and branches.
+
+A profile's results are current when DVC, given its dvc.lock and its params, finds no code
+or params change in any stage (`dvc status`); otherwise `check` names the change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.core.errors import PipelineError
+from stages.core.params import ParamsLoader, load_params, merged, with_assignment
+
+PROFILES_DIR = Path("profiles")
+RESULTS_DIR = Path("results")
+README = Path("README.md")
+# What the pipeline writes that a profile run replaces, restored from git afterwards.
+WORKSPACE_FILES = ["params.yaml", "dvc.lock", "metrics", "models/served.json"]
+RESULT_FILES = {  # results/<name>/<key> ← value
+    "summary.json": "metrics/summary.json",
+    "leaderboard.md": "metrics/leaderboard.md",
+    "served.json": "models/served.json",
+    "MODEL_CARD.md": "models/MODEL_CARD.md",
+    "subgroups.json": "metrics/subgroups/served.json",
+    "dvc.lock": "dvc.lock",
+}
+TABLE_START, TABLE_END = "<!-- profiles:start -->", "<!-- profiles:end -->"
+
+
+def git(*args: str, check: bool = True) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True,
+                          check=check).stdout
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def profile_params(name: str, assignments: list[str] = ()) -> dict[str, Any]:
+    """The committed params.yaml with profiles/<name>.yaml's keys (and `-S` ones) set."""
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise PipelineError(f"{path} not found; profiles: {', '.join(known)}")
+    committed = yaml.load(git("show", "HEAD:params.yaml"), Loader=ParamsLoader)
+    params = merged(committed, load_params(path))
+    for assignment in assignments:
+        params = with_assignment(params, assignment)
+    return params
+
+
+def write_params(params: dict[str, Any], path: Path = Path("params.yaml")) -> None:
+    path.write_text(yaml.safe_dump(params, sort_keys=False, default_flow_style=None))
+
+
+def restore_workspace() -> None:
+    """The committed default back in the workspace: files from git, outputs from DVC's cache."""
+    git("checkout", "HEAD", "--", *WORKSPACE_FILES)
+    git("clean", "-fdq", "--", "metrics")
+    subprocess.run(["dvc", "checkout", "--quiet"], check=False)
+
+
+def collect(name: str, params: dict[str, Any], seconds: float, assignments: list[str]) -> Path:
+    out = RESULTS_DIR / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for target, source in RESULT_FILES.items():
+        if Path(source).exists():
+            shutil.copyfile(source, out / target)
+    write_params(params, out / "params.yaml")
+    run = {"profile": name, "settings_on_top": list(assignments), "wall_seconds": round(seconds),
+           "cpu": cpu_model(), "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+           "commit": git("rev-parse", "--short", "HEAD").strip()}
+    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    return out
+
+
+def run(name: str, assignments: list[str], keep: bool) -> None:
+    dirty = git("status", "--porcelain", "--", *WORKSPACE_FILES).strip()
+    if dirty:
+        raise PipelineError("uncommitted changes in what a profile run replaces (commit or "
+                            f"stash them first):\n{dirty}")
+    params = profile_params(name, assignments)
+    write_params(params)
+    started = time.monotonic()
+    try:
+        subprocess.run(["dvc", "repro"], check=True)
+        out = collect(name, params, time.monotonic() - started, assignments)
+        print(f"profile {name}: {time.monotonic() - started:.0f} s; results in {out}/ "
+              f"(commit them: git add {out})")
+    except subprocess.CalledProcessError as err:
+        raise PipelineError(f"dvc repro failed (exit {err.returncode}); the workspace holds "
+                            "the failed run: fix, then rerun this command") from None
+    finally:
+        if not keep:
+            restore_workspace()
+
+
+def stale_reasons(name: str) -> list[str]:
+    """What changed since results/<name>/ were made: stage → changed code or params, as
+    `dvc status` sees it with that run's dvc.lock and params (data folders aside, which
+    follow from code and params)."""
+    results = RESULTS_DIR / name
+    if not (results / "dvc.lock").exists():
+        return ["no results"]
+    with tempfile.TemporaryDirectory(prefix=f"profile-{name}-") as tmp:
+        root = Path(tmp)
+        for item in ["dvc.yaml", "stages", ".dvcignore"]:
+            copy = shutil.copytree if Path(item).is_dir() else shutil.copyfile
+            copy(item, root / item, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                       if Path(item).is_dir() else {}))
+        write_params(profile_params(name), root / "params.yaml")
+        shutil.copyfile(results / "dvc.lock", root / "dvc.lock")
+        subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
+        status = json.loads(subprocess.run(["dvc", "status", "--json"], cwd=root,
+                                           capture_output=True, text=True,
+                                           check=True).stdout or "{}")
+    reasons = []
+    for stage, changes in status.items():
+        for change in changes if isinstance(changes, list) else [changes]:
+            if not isinstance(change, dict):
+                reasons.append(f"{stage}: {change}")
+                continue
+            deps = change.get("changed deps", {})
+            changed = [f"{path} ({', '.join(v) if isinstance(v, dict) else v})"
+                       for path, v in deps.items()
+                       if path == "params.yaml" or (v == "modified" and
+                                                    not path.startswith(("data/", "models/",
+                                                                         "metrics/")))]
+            if changed:
+                reasons.append(f"{stage}: {'; '.join(changed)}")
+    return reasons
+
+
+def table() -> str:
+    """The README's table of profiles, from results/*/ (and whether each is current)."""
+    rows = ["| profile | served model | estimate (95 % CI) | at the referral threshold | "
+            "lockbox | wall time, CPU | results |",
+            "|---|---|---|---|---|---|---|"]
+    for spec in sorted(PROFILES_DIR.glob("*.yaml")):
+        name, results = spec.stem, RESULTS_DIR / spec.stem
+        if not (results / "summary.json").exists():
+            rows.append(f"| [{name}]({spec}) | | | | | | not run |")
+            continue
+        served = json.loads((results / "summary.json").read_text())["served"]
+        run_info = json.loads((results / "run.json").read_text())
+        est, lockbox = served["estimate"], served.get("lockbox")
+        headline = _headline(est)
+        refer = est["referral"]
+        stale = stale_reasons(name)
+        rows.append(
+            f"| [{name}]({spec}) | {served['name']} | {headline} | sensitivity "
+            f"{refer['sensitivity']:.3f}, specificity {refer['specificity']:.3f} | "
+            f"{_headline(lockbox) if lockbox else '—'} | "
+            f"{run_info['wall_seconds'] / 60:.1f} min, {run_info['cpu']} | "
+            f"{'current' if not stale else 'STALE: ' + '; '.join(stale)[:200]} |")
+    return "\n".join(rows)
+
+
+def _headline(scores: dict) -> str:
+    low, high = scores.get("roc_auc_ci_low"), scores.get("roc_auc_ci_high")
+    interval = f" ({low:.3f}–{high:.3f})" if low is not None else ""
+    bma = scores.get("balanced_accuracy")
+    return (f"ROC AUC {scores['roc_auc']:.3f}{interval}"
+            + (f", BMA {bma:.3f}" if bma is not None else ""))
+
+
+def readme_with_table(text: str, generated: str) -> str:
+    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+    return f"{text[:start]}\n{generated}\n{text[end:]}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_cmd = sub.add_parser("run", help="run a profile, results into results/<name>/")
+    run_cmd.add_argument("name")
+    run_cmd.add_argument("-S", dest="set", action="append", default=[],
+                         help="key=value on top of the profile, as dvc exp run -S")
+    run_cmd.add_argument("--keep", action="store_true",
+                         help="leave the profile's params and outputs in the workspace")
+    sub.add_parser("check", help="list profiles whose committed results are stale")
+    table_cmd = sub.add_parser("table", help="print the README's profiles table")
+    table_cmd.add_argument("--write", action="store_true", help="write it into README.md")
+    table_cmd.add_argument("--check", action="store_true",
+                           help="exit 1 when README.md's table is not the generated one")
+    args = parser.parse_args()
+    try:
+        if args.command == "run":
+            run(args.name, args.set, args.keep)
+        elif args.command == "check":
+            for spec in sorted(PROFILES_DIR.glob("*.yaml")):
+                reasons = stale_reasons(spec.stem)
+                print(f"{spec.stem}: " + ("current" if not reasons else
+                                          "STALE\n  " + "\n  ".join(reasons)))
+        else:
+            generated = table()
+            current = README.read_text()
+            if args.write:
+                README.write_text(readme_with_table(current, generated))
+            elif args.check and readme_with_table(current, generated) != current:
+                sys.exit("README.md's profiles table is not what the committed results give: "
+                         "python -m stages.app.profile table --write")
+            else:
+                print(generated)
+    except PipelineError as err:
+        sys.exit(f"profile: {err}")
+
+
+if __name__ == "__main__":
+    main()
