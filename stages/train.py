@@ -58,13 +58,17 @@ def main(backbone: str, fold: str) -> None:
                                    train_only_rows(fit_set))
             model.get_layer("probs").set_weights([head.kernel, head.bias])
             c = head.c
-            # Its training curve: inner-CV log-loss along the C grid (step k: C_GRID[k]).
-            curve = [{"inner_cv_log_loss": float(loss), "log10_C": float(np.log10(grid_c))}
+            # Its training curve: inner-CV log-loss along the C grid (step k: C_GRID[k]), to
+            # 4 decimals: at the weakest regularisation lbfgs stops at its tolerance, where
+            # another CPU's last bits move the loss in the third decimal.
+            curve = [{"inner_cv_log_loss": round(float(loss), 4),
+                      "log10_C": round(float(np.log10(grid_c)), 4)}
                      for loss, grid_c in zip(head.inner_log_loss, C_GRID, strict=True)]
             note = (f"logistic regression on {len(fit_set.labels)} feature vectors"
                     f"{' (training + validation)' if logistic.with_validation else ''}, "
                     f"class weights {logistic.class_weight or 'none'}, C={c:.3g}")
-            summary = {"logistic_C": c}
+            summary = {"logistic_C": c, "log10_C": round(float(np.log10(c)), 4),
+                       "inner_cv_log_loss": round(float(head.inner_log_loss.min()), 4)}
         card = model_card(cfg, meta["image_size"], meta["classes"], meta.get("preprocessing"))
         if solver == "logistic" and logistic.with_validation:
             card["fitted_on_validation"] = True  # compare will not calibrate on them

@@ -115,12 +115,13 @@ def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, 
             fit_epochs(model, batches, steps, val_data, fit.batch_size, fit.epochs, start,
                        [DVCLiveCallback(live=live), *callbacks,
                         SaveEachEpoch(checkpoints, callbacks, state)], hardware)
-        live.summary |= summary or {}
         if fit.epochs == 0:  # no epochs: the curve given, if any; the outputs still exist
             for row in curve:
                 for metric, value in row.items():
                     live.log_metric(metric, value, plot=True)
                 live.next_step()
+        live.summary |= summary or {}  # (over the curve's last step)
+        if fit.epochs == 0:
             live.make_summary()
             (checkpoints.live_dir / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
     return start
