@@ -11,7 +11,6 @@ meta.json records them as "preprocessing", and train/finetune copy that into the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from functools import partial
 from multiprocessing import Pool
@@ -22,6 +21,7 @@ import pandas as pd
 
 from stages.core.cli import run_stage
 from stages.core.errors import PipelineError
+from stages.core.hardware import usable_cores
 from stages.core.images import COLOR_CONSTANCY, PLAIN, ImageError, Preprocessing, load_image
 from stages.core.params import choice, flag, number, stage_params
 from stages.core.paths import PREPARE_REJECTED_FILE, PREPARED_DIR, RAW_DIR, SPLIT_FILE
@@ -45,12 +45,6 @@ def preprocessing(params: dict) -> Preprocessing:
     return Preprocessing(crop_border=flag(params, "prepare.crop_border"),
                          color_constancy=choice(params, "prepare.color_constancy",
                                                 COLOR_CONSTANCY))
-
-
-def workers() -> int:
-    """The cores this process may use (a container's CPU set, not the host's count)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, 8))
 
 
 def decoded_items(
@@ -88,7 +82,7 @@ def main() -> None:
         old.unlink()
     rejected: list[dict] = []
     counts: dict[str, int] = {}
-    with Pool(workers()) as pool:
+    with Pool(usable_cores()) as pool:
         for split in sorted(frame["split"].unique()):  # train/val/test, or fold0..foldK-1
             rows = frame[frame["split"] == split]
             items = decoded_items(rows, size, steps, pool, rejected, split)

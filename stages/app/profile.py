@@ -41,7 +41,8 @@ PROFILES_DIR = Path("profiles")
 RESULTS_DIR = Path("results")
 README = Path("README.md")
 # What the pipeline writes that a profile run replaces, restored from git afterwards.
-WORKSPACE_FILES = ["params.yaml", "dvc.lock", "metrics", "models/served.json"]
+WORKSPACE_FILES = ["params.yaml", "dvc.lock", "metrics", "models/served.json",
+                   "models/MODEL_CARD.md"]
 RESULT_FILES = {  # results/<name>/<key> ← value
     "summary.json": "metrics/summary.json",
     "leaderboard.md": "metrics/leaderboard.md",
@@ -83,9 +84,13 @@ def write_params(params: dict[str, Any], path: Path = Path("params.yaml")) -> No
 
 
 def restore_workspace() -> None:
-    """The committed default back in the workspace: files from git, outputs from DVC's cache."""
+    """The committed default back in the workspace: files from git, outputs from DVC's cache.
+    The profile's own model folders (and the .gitignore files DVC staged for them) go; the
+    default's models come back from the cache."""
     git("checkout", "HEAD", "--", *WORKSPACE_FILES)
-    git("clean", "-fdq", "--", "metrics")
+    git("reset", "-q", "--", "models", "metrics")
+    git("clean", "-fdq", "--", "metrics", "models")
+    git("clean", "-fdXq", "--", "models")
     subprocess.run(["dvc", "checkout", "--quiet"], check=False)
 
 

@@ -23,6 +23,12 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
+def usable_cores() -> int:
+    """The cores this process may use (a container's CPU set, not the host's count), at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, 8))
+
+
 @dataclass(frozen=True)
 class Hardware:
     strategy: Any  # tf.distribute.Strategy

@@ -7,6 +7,7 @@ feature cache (`extractor_key`), and how members sharing a frozen backbone share
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -101,11 +102,21 @@ def split_at_pool(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     return extractor, keras.Model(features, x, name=f"{model.name}_head")
 
 
+_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # extractor → its key
+
+
 def extractor_key(extractor: keras.Model) -> str:
     """What decides the features: the weights, and what the extractor makes of a fixed
     random probe (so two architectures, or views, with the same weights differ), to 6
     significant digits (a last-bit difference of the arithmetic is a miss, never a wrong
-    hit); and TensorFlow's version."""
+    hit); and TensorFlow's version. Computed once per extractor object (it costs a traced
+    pass): the weights of a frozen extractor do not change while it is in use."""
+    if extractor not in _KEYS:
+        _KEYS[extractor] = _computed_key(extractor)
+    return _KEYS[extractor]
+
+
+def _computed_key(extractor: keras.Model) -> str:
     import tensorflow as tf
 
     digest = hashlib.sha256(tf.__version__.encode())
