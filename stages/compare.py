@@ -40,6 +40,7 @@ from stages.core.paths import (
 from stages.core.served import Predictions, build_served, member_mean, pooled_predictions
 from stages.core.shards import read_meta, read_split_table
 from stages.core.subgroups import subgroup_metrics
+from stages.core.worklog import work
 
 ENSEMBLE = "ensemble"
 SERVED = "served"
@@ -188,10 +189,11 @@ def main() -> None:
     setting = get(params, "compare.ensemble") or []
     candidates = candidate_sets(setting, backbones)
     resamples = number(params, "evaluate.bootstrap", 0, 100_000, integer=True)
-    card, result = build_served(
-        candidates, folds, str(get(params, "compare.serve")), truth,
-        number(params, "compare.target_sensitivity", 0.01, 1.0), resamples, get(params, "seed"),
-        rank_by)
+    with work("served model"):
+        card, result = build_served(
+            candidates, folds, str(get(params, "compare.serve")), truth,
+            number(params, "compare.target_sensitivity", 0.01, 1.0), resamples,
+            get(params, "seed"), rank_by)
     served = list(dict.fromkeys(m["backbone"] for m in card["members"]))
     if len(served) > 1:  # the served backbones' ensemble on the leaderboard, fold by fold
         rows[ENSEMBLE] = summarize(ensemble_scores(served, folds, truth))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from stages.core.cli import parse_target, run_stage
@@ -37,10 +38,18 @@ from stages.core.paths import (
     predictions_file,
     subgroups_file,
 )
-from stages.core.shards import fold_parts, read_meta, read_parts, read_split, read_split_table
+from stages.core.shards import (
+    Split,
+    fold_parts,
+    read_meta,
+    read_parts,
+    read_split,
+    read_split_table,
+)
 from stages.core.subgroups import subgroup_metrics
 from stages.core.submission import write_submission
 from stages.core.tta import tta_predict
+from stages.core.worklog import work
 
 
 def write_plots(out_dir: Path, labels, probs, classes: list[str]) -> None:
@@ -79,18 +88,28 @@ def main(backbone: str, fold: str) -> None:
             probs = tta_predict(model, split.images)
         write_submission(predictions_file(backbone, fold, part), split.ids, probs, classes)
         if part == "test":
-            scores = with_intervals(split.labels, probs, classes, resamples, get(params, "seed"))
+            scores = score_test(backbone, fold, split, probs, classes, resamples,
+                                get(params, "seed"))
             scores["fitted_on_validation"] = bool(card.get("fitted_on_validation", False))
             write_json(metrics_file(backbone, fold), scores)
-            groups = read_split_table().loc[split.ids, ["sex", "age", "site"]]
-            write_json(subgroups_file(backbone, fold), subgroup_metrics(
-                groups, split.labels, probs, classes, resamples, get(params, "seed")))
-            write_plots(plots_dir(backbone, fold), split.labels, probs, classes)
     _, features["train"] = run(read_parts(PREPARED_DIR, parts.train).images)
-    fit_guard(features["train"], features["val"]).save(ood_file(backbone, fold))
+    with work("OOD guard"):
+        fit_guard(features["train"], features["val"]).save(ood_file(backbone, fold))
     summary = {k: v for k, v in scores.items() if k not in ("confusion_matrix",
                                                             "fitted_on_validation")}
     print(f"evaluate@{backbone}-{fold}: {json.dumps(summary)}")
+
+
+def score_test(backbone: str, fold: str, split: Split, probs: np.ndarray, classes: list[str],
+               resamples: int, seed: int) -> dict:
+    """Test metrics with intervals, per subgroup, and the plots' data: the stage's maths."""
+    with work("evaluation maths"):
+        scores = with_intervals(split.labels, probs, classes, resamples, seed)
+        groups = read_split_table().loc[split.ids, ["sex", "age", "site"]]
+        write_json(subgroups_file(backbone, fold), subgroup_metrics(
+            groups, split.labels, probs, classes, resamples, seed))
+        write_plots(plots_dir(backbone, fold), split.labels, probs, classes)
+    return scores
 
 
 if __name__ == "__main__":

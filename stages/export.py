@@ -27,6 +27,7 @@ from stages.core.model_io import write_model
 from stages.core.params import flag, stage_params
 from stages.core.paths import EXPORT_DIR, MODEL_CARD, SERVED_CARD
 from stages.core.predictor import Predictor
+from stages.core.worklog import work
 
 
 def to_tflite(saved_model: Path, float16: bool) -> bytes:
@@ -134,7 +135,8 @@ def main() -> None:
     card = {k: v for k, v in predictor.card.items() if k != "members"} | {
         "members": [f"{m['backbone']}/{m['fold']}" for m in predictor.card["members"]],
         "calibration": {**predictor.card["calibration"], "inside_graph": True}}
-    export_model(model, card, EXPORT_DIR, float16)
+    with work("export"):
+        export_model(model, card, EXPORT_DIR, float16)
     if MODEL_CARD.exists():  # the card for people travels with the model (dvc artifacts get)
         shutil.copyfile(MODEL_CARD, EXPORT_DIR / MODEL_CARD.name)
     # Check the exported file answers like the served model (predict's path) before calling

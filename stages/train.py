@@ -29,6 +29,7 @@ from stages.core.params import (
 )
 from stages.core.phase import Built, Phase, run_phase
 from stages.core.shards import Split, concat
+from stages.core.worklog import work
 
 
 def main(backbone: str, fold: str) -> None:
@@ -53,9 +54,10 @@ def main(backbone: str, fold: str) -> None:
         if solver == "logistic":
             logistic = logistic_config(params, backbone, fold)
             fit_set = concat([train, val]) if logistic.with_validation else train
-            head = fit_linear_head(fit_set.images, fit_set.labels, fit_set.ids,
-                                   len(meta["classes"]), logistic.class_weight,
-                                   train_only_rows(fit_set))
+            with work("head fit"):
+                head = fit_linear_head(fit_set.images, fit_set.labels, fit_set.ids,
+                                       len(meta["classes"]), logistic.class_weight,
+                                       train_only_rows(fit_set))
             model.get_layer("probs").set_weights([head.kernel, head.bias])
             c = head.c
             # Its training curve: inner-CV log-loss along the C grid (step k: C_GRID[k]), to

@@ -21,6 +21,7 @@ import numpy as np
 
 from stages.core.files import atomic_path
 from stages.core.inference import extractor_key, inference, predict_batches
+from stages.core.worklog import work
 
 CACHE_DIR = Path(".cache/features")
 
@@ -44,8 +45,9 @@ def cached_features(extractor: keras.Model, images: np.ndarray, batch_size: int 
     if missing:
         first = {key: i for i, key in reversed(list(enumerate(keys)))}
         rows = [first[key] for key in missing]
-        computed = predict_batches(inference(extractor), images[rows], batch_size,
-                                   f"features of {extractor.name}")
+        with work("features"):
+            computed = predict_batches(inference(extractor), images[rows], batch_size,
+                                       f"features of {extractor.name}")
         known.update(zip(missing, computed, strict=True))
         name = hashlib.sha1("".join(missing).encode()).hexdigest()[:16]
         with atomic_path(folder / f"chunk-{name}.npz", suffix=".npz") as tmp:

@@ -22,6 +22,7 @@ from stages.core.params import FitConfig, get
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, model_dir, training_log_dir
 from stages.core.shards import Split
 from stages.core.train_loop import fit_epochs
+from stages.core.worklog import work
 
 
 @dataclass
@@ -112,9 +113,10 @@ def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, 
                                            seed, start, fit.epochs,
                                            fit.online_augment)
             val_data = (val.images, np.eye(n_classes, dtype=np.float32)[val.labels])
-            fit_epochs(model, batches, steps, val_data, fit.batch_size, fit.epochs, start,
-                       [DVCLiveCallback(live=live), *callbacks,
-                        SaveEachEpoch(checkpoints, callbacks, state)], hardware)
+            with work("epochs"):
+                fit_epochs(model, batches, steps, val_data, fit.batch_size, fit.epochs, start,
+                           [DVCLiveCallback(live=live), *callbacks,
+                            SaveEachEpoch(checkpoints, callbacks, state)], hardware)
         if fit.epochs == 0:  # no epochs: the curve given, if any; the outputs still exist
             for row in curve:
                 for metric, value in row.items():
