@@ -54,6 +54,9 @@ def run(name: str, workdir: Path, log: Path) -> tuple[dict[str, float], float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="a profile in profiles/")
+    parser.add_argument("--results", action="store_true",
+                        help="copy the run's results/<name>/ into this repository (they are "
+                             "the committed code's results: commit them)")
     args = parser.parse_args()
     workdir = REPO.parent / f"{REPO.name}-bench-{args.name}"
     shutil.rmtree(workdir, ignore_errors=True)
@@ -62,6 +65,9 @@ def main() -> None:
     try:
         stages, total = run(args.name, workdir, log)
         records = [json.loads(line) for line in log.read_text().splitlines()]
+        if args.results:
+            shutil.rmtree(REPO / "results" / args.name, ignore_errors=True)
+            shutil.copytree(workdir / "results" / args.name, REPO / "results" / args.name)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     wall = collections.Counter()

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "data": {"synthetic": {"count": 80, "size": 64}},
     "prepare": {"size": 32},
-    "augment": {"copies": 1},
+    "augment": {"copies": 1, "balance": True},  # minority copies drawn: augment has work
     "backbones": ["small_cnn", "small_functional_cnn"],
     "models": {
         name: {"train": {"epochs": 1, "batch_size": 16},

@@ -121,6 +121,16 @@ def test_upload_shows_probabilities_and_heatmap_then_errors(server, browser, tmp
         "small_cnn (holdout) (served) — ROC AUC 0.830, the 10 test images of fold holdout",
         "small_cnn, fold holdout model — test AUC 0.830",
         "small_functional_cnn, fold holdout model — test AUC 0.790"]
+    assert browser.find_element(By.ID, "model-card").get_attribute("href").endswith(
+        "/model-card")
+    # On a narrow window the picker, with its long model names, still fits the page.
+    size = browser.get_window_size()
+    browser.set_window_size(420, size["height"])
+    assert browser.execute_script(
+        "const page = document.documentElement.clientWidth;"
+        "return document.getElementById('backbone').getBoundingClientRect().right <= page"
+        " && document.documentElement.scrollWidth <= page")
+    browser.set_window_size(size["width"], size["height"])
 
     _upload(browser, photo)
     wait.until(EC.visibility_of_element_located((By.ID, "result")))
