@@ -59,6 +59,11 @@ def git(*args: str, check: bool = True) -> str:
                           check=check).stdout
 
 
+def dvc(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
+    """DVC of this environment, found without the venv on PATH (as CI calls `check`)."""
+    return subprocess.run([sys.executable, "-m", "dvc", *args], **kwargs)
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -91,7 +96,7 @@ def restore_workspace() -> None:
     git("reset", "-q", "--", "models", "metrics")
     git("clean", "-fdq", "--", "metrics", "models")
     git("clean", "-fdXq", "--", "models")
-    subprocess.run(["dvc", "checkout", "--quiet"], check=False)
+    dvc("checkout", "--quiet", check=False)
 
 
 def collect(name: str, params: dict[str, Any], seconds: float, assignments: list[str]) -> Path:
@@ -118,7 +123,7 @@ def run(name: str, assignments: list[str], keep: bool) -> None:
     write_params(params)
     started = time.monotonic()
     try:
-        subprocess.run(["dvc", "repro"], check=True)
+        dvc("repro", check=True)
         out = collect(name, params, time.monotonic() - started, assignments)
         print(f"profile {name}: {time.monotonic() - started:.0f} s; results in {out}/ "
               f"(commit them: git add {out})")
@@ -145,10 +150,9 @@ def stale_reasons(name: str) -> list[str]:
                                        if Path(item).is_dir() else {}))
         write_params(profile_params(name), root / "params.yaml")
         shutil.copyfile(results / "dvc.lock", root / "dvc.lock")
-        subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
-        status = json.loads(subprocess.run(["dvc", "status", "--json"], cwd=root,
-                                           capture_output=True, text=True,
-                                           check=True).stdout or "{}")
+        dvc("init", "--no-scm", "-q", cwd=root, check=True)
+        status = json.loads(dvc("status", "--json", cwd=root, capture_output=True, text=True,
+                                check=True).stdout or "{}")
     reasons = []
     for stage, changes in status.items():
         for change in changes if isinstance(changes, list) else [changes]:
