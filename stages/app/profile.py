@@ -173,7 +173,7 @@ def stale_reasons(name: str) -> list[str]:
 def table() -> str:
     """The README's table of profiles, from results/*/ (and whether each is current)."""
     rows = ["| profile | served model | estimate (95 % CI) | at the referral threshold | "
-            "lockbox | wall time, CPU | results |",
+            "lockbox (the served model) | wall time, CPU | results |",
             "|---|---|---|---|---|---|---|"]
     for spec in sorted(PROFILES_DIR.glob("*.yaml")):
         name, results = spec.stem, RESULTS_DIR / spec.stem
@@ -188,19 +188,21 @@ def table() -> str:
         stale = stale_reasons(name)
         rows.append(
             f"| [{name}]({spec}) | {served['name']} | {headline} | sensitivity "
-            f"{refer['sensitivity']:.3f}, specificity {refer['specificity']:.3f} | "
+            f"{_with_ci(refer, 'sensitivity')}, specificity {_with_ci(refer, 'specificity')} | "
             f"{_headline(lockbox) if lockbox else '—'} | "
             f"{run_info['wall_seconds'] / 60:.1f} min, {run_info['cpu']} | "
             f"{'current' if not stale else 'STALE: ' + '; '.join(stale)[:200]} |")
     return "\n".join(rows)
 
 
+def _with_ci(scores: dict, key: str) -> str:
+    low, high = scores.get(f"{key}_ci_low"), scores.get(f"{key}_ci_high")
+    return f"{scores[key]:.3f}" + (f" ({low:.3f}–{high:.3f})" if low is not None else "")
+
+
 def _headline(scores: dict) -> str:
-    low, high = scores.get("roc_auc_ci_low"), scores.get("roc_auc_ci_high")
-    interval = f" ({low:.3f}–{high:.3f})" if low is not None else ""
-    bma = scores.get("balanced_accuracy")
-    return (f"ROC AUC {scores['roc_auc']:.3f}{interval}"
-            + (f", BMA {bma:.3f}" if bma is not None else ""))
+    return (f"ROC AUC {_with_ci(scores, 'roc_auc')}, "
+            f"BMA {_with_ci(scores, 'balanced_accuracy')}")
 
 
 def readme_with_table(text: str, generated: str) -> str:
