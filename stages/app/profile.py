@@ -201,7 +201,10 @@ def _with_ci(scores: dict, key: str) -> str:
 
 
 def _headline(scores: dict) -> str:
-    return (f"ROC AUC {_with_ci(scores, 'roc_auc')}, "
+    """ROC AUC (macro with several classes), melanoma's own AUC where it is a class, BMA."""
+    melanoma = (f", melanoma AUC {_with_ci(scores, 'roc_auc_melanoma')}"
+                if "roc_auc_melanoma" in scores else "")
+    return (f"ROC AUC {_with_ci(scores, 'roc_auc')}{melanoma}, "
             f"BMA {_with_ci(scores, 'balanced_accuracy')}")
 
 
