@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from stages.app.profile import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "default": {},
@@ -32,13 +34,6 @@ SETTINGS = {
     "eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"},
     "openblas-haswell": {"OPENBLAS_CORETYPE": "Haswell"},
 }
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def output_hashes(lock: Path) -> dict[str, str]:
