@@ -18,6 +18,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from stages.core.calibration import decision_statement
 from stages.core.cli import run_stage
 from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import write_json
@@ -37,7 +38,13 @@ from stages.core.paths import (
     SUMMARY_FILE,
     metrics_file,
 )
-from stages.core.served import Predictions, build_served, member_mean, pooled_predictions
+from stages.core.served import (
+    Predictions,
+    Rule,
+    build_served,
+    member_mean,
+    pooled_predictions,
+)
 from stages.core.shards import read_meta, read_split_table
 from stages.core.subgroups import subgroup_metrics
 from stages.core.worklog import work
@@ -146,10 +153,9 @@ def served_markdown(card: dict) -> str:
         f"- malignant vs the rest (P({' + '.join(card['decision']['refer_classes'])})): ROC AUC "
         f"{ref['roc_auc']:.3f}, partial AUC above 80 % sensitivity "
         f"{ref['pauc_above_80_tpr']:.3f} (of 0.2)",
-        f"- referral threshold {card['decision']['threshold']:.3f} on P("
-        f"{' + '.join(card['decision']['refer_classes'])}), chosen for sensitivity "
-        f"{ref['target_sensitivity']:.2f}: sensitivity {interval(ref, 'sensitivity')}, "
-        f"specificity {interval(ref, 'specificity')}",
+        f"- referral threshold {card['decision']['threshold']:.4f} on P("
+        f"{' + '.join(card['decision']['refer_classes'])}): {decision_statement(card)}; "
+        f"estimated sensitivity {interval(ref, 'sensitivity')}" + guarantee_cost(ref),
         f"- calibration (temperature {card['calibration']['temperature']:.3f}): Brier "
         f"{cal['brier_before']:.3f} → {cal['brier_after']:.3f}, ECE {cal['ece_before']:.3f} → "
         f"{cal['ece_after']:.3f}",
@@ -159,6 +165,16 @@ def served_markdown(card: dict) -> str:
            f"{interval(box['referral'], 'specificity')}"]
           if (box := card.get("lockbox")) else []),
     ]) + "\n"
+
+
+def guarantee_cost(referral: dict) -> str:
+    """What the guarantee costs: the plain rule's specificity beside the guaranteed one's."""
+    plain = referral.get("without_guarantee")
+    if not plain:
+        return ""
+    return (f"; without the guarantee (flag {referral['target_sensitivity']:.0%} of the "
+            f"validation images) sensitivity {plain['sensitivity']:.3f}, specificity "
+            f"{plain['specificity']:.3f}")
 
 
 def data_description(params: dict) -> dict[str, str]:
@@ -179,6 +195,14 @@ def data_description(params: dict) -> dict[str, str]:
     return {"source": where, "attribution": " ".join(lines)}
 
 
+def referral_rule(params: dict) -> Rule:
+    confidence = get(params, "compare.sensitivity_confidence")
+    if confidence is None:
+        return Rule(number(params, "compare.target_sensitivity", 0.01, 1.0))
+    return Rule(number(params, "compare.target_sensitivity", 0.01, 0.999),
+                number(params, "compare.sensitivity_confidence", 0.5, 0.999))
+
+
 def main() -> None:
     params = stage_params("compare")
     rank_by = choice(params, "compare.rank_by", COLUMNS)
@@ -192,7 +216,7 @@ def main() -> None:
     with work("served model"):
         card, result = build_served(
             candidates, folds, str(get(params, "compare.serve")), truth,
-            number(params, "compare.target_sensitivity", 0.01, 1.0), resamples,
+            referral_rule(params), resamples,
             get(params, "seed"), rank_by)
     served = list(dict.fromkeys(m["backbone"] for m in card["members"]))
     if len(served) > 1:  # the served backbones' ensemble on the leaderboard, fold by fold

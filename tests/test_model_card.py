@@ -13,12 +13,14 @@ def _card(lockbox: bool) -> dict:
     scores = {"roc_auc": 0.848, "roc_auc_ci_low": 0.802, "roc_auc_ci_high": 0.891,
               "balanced_accuracy": 0.725,
               "referral": {"sensitivity": 0.851, "specificity": 0.654,
-                           "sensitivity_ci_low": 0.781, "sensitivity_ci_high": 0.912}}
+                           "sensitivity_ci_low": 0.781, "sensitivity_ci_high": 0.912,
+                           "without_guarantee": {"sensitivity": 0.86, "specificity": 0.70}}}
     card = {"name": "lite0_ms_frozen × 5 folds", "classes": ["benign", "malignant"],
             "members": [{"backbone": "lite0_ms_frozen", "fold": str(k)} for k in range(5)],
             "calibration": {"method": "temperature", "temperature": 0.849},
             "decision": {"refer_classes": ["malignant"], "threshold": 0.169,
-                         "target_sensitivity": 0.85},
+                         "target_sensitivity": 0.85, "confidence": 0.95,
+                         "from_malignant": 114},
             "estimate": {"how": "pooled out-of-fold predictions of 400 images", **scores,
                          "calibration": {"brier_before": 0.265, "brier_after": 0.263,
                                          "ece_before": 0.042, "ece_after": 0.033}},
@@ -37,6 +39,8 @@ def test_every_section_with_the_served_models_figures():
     for section in SECTIONS:
         assert f"## {section}" in text, section
     assert "0.848 (95 % CI 0.802–0.891)" in text and "P(malignant) ≥ 0.169" in text
+    assert "at least 85% of malignant lesions with 95% confidence" in text
+    assert "specificity would be 70.0%" in text
     assert "| sex | female | 112 | 0.857 |" in text and "| fold0 | 57 | 23 |" in text
     assert "## Lockbox" in text and "256 px copies" in text and "synthetic" not in text
 

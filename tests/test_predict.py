@@ -135,8 +135,9 @@ def test_default_model_is_the_served_one_and_table_is_readable(repo, photos, mon
     assert code == 0 and err == ""
     lines = out.splitlines()
     assert "small_functional_cnn (holdout)" in lines[0]  # served: AUC 0.8 beats 0.7
-    assert lines[1].split() == ["image", "benign", "malignant", "verdict"]
-    rows = [line.split() for line in lines[3:]]
+    assert lines[1].startswith("referral: referred 85% of the malignant lesions in validation")
+    assert lines[2].split() == ["image", "benign", "malignant", "verdict"]
+    rows = [line.split() for line in lines[4:]]
     assert [r[0].rsplit("/", 1)[-1] for r in rows] == [
         "ISIC_0000001.jpg", "ISIC_0000002.jpg", "ISIC_0000003.png"]  # folder expanded, sorted
     for r in rows:
@@ -248,3 +249,6 @@ def test_served_ensemble_is_the_calibrated_mean_and_flags_what_is_unlike_lesions
                  ood_threshold=1e-6)  # every photo is far from the one reference image
     code, out, _ = run(repo, monkeypatch, capsys, folder)
     assert code == 0 and out.count("NOT LIKE A LESION PHOTO") == 3
+    code, out, _ = run(repo, monkeypatch, capsys, folder, "--format", "json")
+    rows = json.loads(out)["predictions"]
+    assert all(set(r) == {"image", "out_of_distribution"} for r in rows)

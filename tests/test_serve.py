@@ -214,3 +214,17 @@ def test_the_page_links_the_model_card_it_serves(repo, client):
     assert card.get_data(as_text=True).startswith("# Model card: small_cnn")
     (repo / "models/MODEL_CARD.md").unlink()
     assert client.get("/model-card").status_code == 404
+
+
+def test_a_flagged_upload_gets_the_flag_and_why_but_nothing_to_act_on(tmp_path):
+    from tests.tiny_models import write_served
+    repo = write_trained_repo(tmp_path, {"small_cnn": 0.9}, SIZE)
+    write_served(repo, ["small_cnn"], image_size=SIZE, ood_threshold=1e-6)  # flags everything
+    client = serve.create_app(models_dir=repo / "models",
+                              summary_path=repo / "metrics/summary.json").test_client()
+    grey = np.full((64, 64, 3), 128, np.uint8)
+    body = post(client, jpeg_bytes(grey), heatmap="1").json
+    assert body["out_of_distribution"]["flagged"]
+    assert "no class, referral decision or heatmap" in body["out_of_distribution"]["why"]
+    assert not {"predicted", "probabilities", "refer", "heatmap"} & set(body)
+    assert body["image"].startswith("data:image/jpeg")  # the photo itself is shown back

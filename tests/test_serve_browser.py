@@ -216,4 +216,5 @@ def test_a_photo_unlike_the_training_images_gets_a_warning_not_a_class(strict_se
     assert not browser.find_element(By.ID, "bars").is_displayed()
     assert not browser.find_element(By.CSS_SELECTOR, ".predicted").is_displayed()
     assert not browser.find_element(By.ID, "refer").is_displayed()
+    assert not browser.find_element(By.ID, "heatmap").is_displayed()
     browser.save_screenshot(str(tmp_path / "ood.png"))

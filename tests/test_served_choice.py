@@ -12,7 +12,7 @@ from stages.core.errors import PipelineError
 from stages.core.files import write_json
 from stages.core.metrics import classification_metrics
 from stages.core.paths import metrics_file, predictions_file
-from stages.core.served import build_served, pooled_predictions
+from stages.core.served import Rule, build_served, pooled_predictions
 from stages.core.submission import write_submission
 
 CLASSES = ["benign", "malignant"]
@@ -48,7 +48,7 @@ def test_choosing_among_noise_on_the_same_folds_flatters_and_the_nested_estimate
             _write(truth, name, fold, "test", parts[k], 0.0, rng)
             _write(truth, name, fold, "val", parts[(k + 1) % 3], 0.0, rng)
     flattering = max(_auc(pooled_predictions([n], FOLDS, "test", truth)) for n in names)
-    card, _ = build_served(candidate_sets([], names), FOLDS, "ensemble", truth, 0.85, 0, 0)
+    card, _ = build_served(candidate_sets([], names), FOLDS, "ensemble", truth, Rule(0.85), 0, 0)
     chosen = card["members"][0]["backbone"]
     assert _auc(pooled_predictions([chosen], FOLDS, "test", truth)) == pytest.approx(flattering)
     assert flattering > 0.53  # the best of 20 coins looks like a model...
@@ -66,19 +66,19 @@ def test_auto_serves_the_set_the_folds_agree_on(in_tmp_repo):
             _write(truth, name, fold, "val", parts[(k + 1) % 3], signal, rng)
     candidates = candidate_sets("auto", list(signals))
     assert len(candidates) == 7 and candidates[0] == ["good"]
-    card, _ = build_served(candidates, FOLDS, "ensemble", truth, 0.85, 0, 0)
+    card, _ = build_served(candidates, FOLDS, "ensemble", truth, Rule(0.85), 0, 0)
     # Two independent good models average to a better one; the noise model earns no place.
     assert sorted({m["backbone"] for m in card["members"]}) == ["also_good", "good"]
     assert card["estimate"]["chosen_per_fold"] == ["good+also_good"] * 3
     # One fold served: chosen on its validation predictions.
     for name in signals:
         write_json(metrics_file(name, "1"), {"fitted_on_validation": False})
-    card, _ = build_served(candidates, FOLDS, "1", truth, 0.85, 0, 0)
+    card, _ = build_served(candidates, FOLDS, "1", truth, Rule(0.85), 0, 0)
     assert {m["backbone"] for m in card["members"]} == {"good", "also_good"}
     # ...which a model fitted on them cannot have.
     write_json(metrics_file("noise", "1"), {"fitted_on_validation": True})
     with pytest.raises(PipelineError, match="fold 1's noise model was fitted on its validation"):
-        build_served(candidates, FOLDS, "1", truth, 0.85, 0, 0)
+        build_served(candidates, FOLDS, "1", truth, Rule(0.85), 0, 0)
 
 
 def test_a_listed_ensemble_needs_two_known_names():

@@ -68,9 +68,14 @@ def verdict(row: dict) -> str:
     return f"{row['predicted']}; {side} the referral threshold"
 
 
+def _probability(row: dict, name: str, digits: int) -> str:
+    """A class probability as text; empty for a photo flagged out of distribution."""
+    return f"{row['probabilities'][name]:.{digits}f}" if "probabilities" in row else ""
+
+
 def format_table(classes: list[str], rows: list[dict]) -> str:
     header = ["image", *classes, "verdict"]
-    body = [[r["image"], *(f"{r['probabilities'][c]:.4f}" for c in classes), verdict(r)]
+    body = [[r["image"], *(_probability(r, c, 4) or "–" for c in classes), verdict(r)]
             for r in rows]
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
     # Image names left-aligned, numbers right-aligned: the usual way to read a table.
@@ -86,8 +91,9 @@ def format_csv(classes: list[str], rows: list[dict]) -> str:
     writer.writerow(["image", *classes, "predicted", "refer", "out_of_distribution"])
     for r in rows:
         refer = r.get("refer")
-        writer.writerow([r["image"], *(f"{r['probabilities'][c]:.6f}" for c in classes),
-                         r["predicted"], "" if refer is None else int(refer["above_threshold"]),
+        writer.writerow([r["image"], *(_probability(r, c, 6) for c in classes),
+                         r.get("predicted", ""),
+                         "" if refer is None else int(refer["above_threshold"]),
                          int(r["out_of_distribution"]["flagged"])])
     return out.getvalue().rstrip("\n")
 
@@ -113,12 +119,14 @@ def main(args: argparse.Namespace) -> int:
             for f, p, o in zip(good, probs, ood, strict=True)]
     classes = predictor.classes
     if args.format == "json":
-        print(json.dumps({"model": predictor.name, "tta": args.tta, "predictions": rows},
-                         indent=2))
+        print(json.dumps({"model": predictor.name, "tta": args.tta,
+                          "decision": predictor.decision, "predictions": rows}, indent=2))
     elif args.format == "csv":
         print(format_csv(classes, rows))
     else:
         print(f"model: {predictor.name} ({path}){', test-time augmentation' if args.tta else ''}")
+        if predictor.decision:
+            print(f"referral: {predictor.decision}")
         print(format_table(classes, rows))
     if args.isic_csv:
         write_submission(args.isic_csv, [f.stem for f in good], probs, classes)
@@ -137,7 +145,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                           "served model, models/served.json)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("--isic-csv", type=Path, metavar="OUT.csv",
-                        help="also write the ISIC challenge submission CSV")
+                        help="also write the ISIC challenge submission CSV (every image's "
+                             "probabilities, flagged ones too: a challenge scores them all)")
     parser.add_argument("--tta", action="store_true",
                         help="average over flips and 90° rotations (8x slower)")
     return parser.parse_args(argv)

@@ -143,13 +143,17 @@ class Models:
             raise ApiError(422, f"cannot read the upload as an image: {err}") from err
         with self._lock:
             probs, ood = predictor.assess(image[None], tta=tta)
-            # An ensemble's heatmap is the mean of its members' maps for the predicted class.
+            answer = predictor.result(probs[0], float(ood[0]))
+            # An ensemble's heatmap is the mean of its members' maps for the predicted class;
+            # a photo flagged out of distribution gets none (nor a class).
             cam = np.mean([gradcam(m, image, int(np.argmax(probs[0])))
-                           for m in predictor.members], axis=0) if heatmap else None
+                           for m in predictor.members], axis=0) if (
+                heatmap and "predicted" in answer) else None
         result = {"model": predictor.name, "backbone": backbone, "classes": predictor.classes,
-                  "tta": tta, **predictor.result(probs[0], float(ood[0]))}
-        if cam is not None:
+                  "tta": tta, "decision": predictor.decision, **answer}
+        if display is not None:
             result["image"] = _data_url(display, "JPEG")
+        if cam is not None:
             result["heatmap"] = _data_url(colormap(cam), "PNG")
         return result
 

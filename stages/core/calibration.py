@@ -7,14 +7,19 @@ untouched. It works the same for two classes and for many, and one parameter can
 few hundred validation images the way isotonic regression can.
 
 The decision is binary: the "refer" score is the probability of the malignant class, or with
-several classes the summed probability of the malignant ones, and the threshold is the
-highest score that still flags `target_sensitivity` of the malignant validation images.
+several classes the summed probability of the malignant ones. `threshold_for_sensitivity` is
+the highest score that still flags `target_sensitivity` of the malignant validation images:
+what was measured there, not a promise. `guaranteed_threshold` adds a stated confidence that
+the sensitivity on new malignant images from the same source reaches the target.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.stats import binom
 
 from stages.core.labels import CODES
 
@@ -61,6 +66,65 @@ def threshold_for_sensitivity(is_malignant: np.ndarray, score: np.ndarray,
         return 0.5
     needed = int(np.ceil(target * len(positives)))
     return float(positives[max(needed, 1) - 1])
+
+
+@dataclass(frozen=True)
+class Guarantee:
+    threshold: float
+    malignant: int  # malignant validation images the bound is computed from
+    needed: int  # the fewest malignant images for which any threshold above 0 is guaranteed
+
+
+def guaranteed_threshold(is_malignant: np.ndarray, score: np.ndarray, target: float,
+                         confidence: float) -> Guarantee:
+    """The highest threshold such that, with probability >= `confidence` over the draw of
+    the n malignant validation images, a new malignant image exchangeable with them is
+    referred (score >= threshold) with probability >= `target`.
+
+    The threshold is the k-th smallest malignant score s_(k). A new image is missed when its
+    score is below s_(k), with probability F(s_(k)), which is distributed as the k-th order
+    statistic of n uniforms, Beta(k, n - k + 1) (ties only lower it), so
+    P(miss rate <= 1 - target) = P(Binomial(n, 1 - target) >= k): the largest k for which
+    that is >= `confidence` is kept. This is the training-conditional ("PAC") form of split
+    conformal prediction: Vovk 2012, "Conditional validity of inductive conformal
+    predictors", Prop. 2a; Angelopoulos & Bates 2023, "Conformal prediction: a gentle
+    introduction", Sec. 3.2 (equivalently, the one-sided Clopper-Pearson bound). With too
+    few malignant images no k >= 1 qualifies: the threshold is 0, every image is referred.
+    """
+    positives = np.sort(score[is_malignant.astype(bool)])
+    n = len(positives)
+    miss = 1.0 - target
+    needed = int(np.ceil(np.log(1.0 - confidence) / np.log(target))) if target < 1 else 0
+    ks = np.arange(1, n + 1)
+    qualifying = ks[binom.sf(ks - 1, n, miss) >= confidence]
+    if n == 0 or len(qualifying) == 0:
+        return Guarantee(0.0, n, needed)
+    return Guarantee(float(positives[qualifying.max() - 1]), n, needed)
+
+
+def decision_statement(card: dict) -> str:
+    """The referral decision in words, as the card, leaderboard, predict and the page say it:
+    what it promises (or only measured), from how many malignant images, at what cost."""
+    decision, referral = card["decision"], card.get("estimate", {}).get("referral", {})
+    names = decision["refer_classes"]
+    what = ("malignant lesions" if names == ["malignant"] else f"{names[0]}s"
+            if len(names) == 1 else f"malignant lesions ({', '.join(names)})")
+    target, confidence = decision["target_sensitivity"], decision.get("confidence")
+    n = decision.get("from_malignant")
+    counted = f", from {n} {what} in validation" if n is not None else ""
+    if confidence:
+        said = (f"refers at least {target:.0%} of {what} with {confidence:.0%} confidence "
+                f"on new images from the same source{counted}")
+        if decision["threshold"] <= 0:
+            said += " (too few to refer less than every image)"
+    else:
+        said = (f"referred {target:.0%} of the {what} in validation{counted} (measured there, "
+                "no guarantee for new images)")
+    if "specificity" in referral:
+        low, high = referral.get("specificity_ci_low"), referral.get("specificity_ci_high")
+        said += f"; expected specificity {referral['specificity']:.2f}" + (
+            f" ({low:.2f}–{high:.2f})" if low is not None else "")
+    return said
 
 
 def brier(labels: np.ndarray, probs: np.ndarray) -> float:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stages.core.calibration import decision_statement
+
 INTENDED_USE = (
     "A research tool for ML engineers and researchers in dermatology imaging: to compare "
     "classifiers of dermoscopic images of skin lesions and study their behaviour. Its output "
@@ -48,6 +50,23 @@ def _scores_table(scores: dict) -> list[str]:
             ("sensitivity at the referral threshold", _ci(refer, "sensitivity")),
             ("specificity at the referral threshold", _ci(refer, "specificity"))]
     return ["| metric | value |", "|---|---|", *[f"| {name} | {value} |" for name, value in rows]]
+
+
+def _guarantee_lines(decision: dict, refer: dict) -> list[str]:
+    if not decision.get("confidence"):
+        return []
+    lines = [
+        "", "The guarantee is a finite-sample bound (training-conditional conformal, "
+        "stages/core/calibration.py): it holds for new images exchangeable with the "
+        "validation ones, from the same source, and only then. A new clinic, device or "
+        "population breaks that assumption: adapt the threshold there "
+        "(`python -m stages.app.adapt`) and watch the batch shift warning of predict."]
+    plain = refer.get("without_guarantee")
+    if plain:
+        lines[-1] += (f" Its cost here: without it (flag {decision['target_sensitivity']:.0%} "
+                      f"of the validation images) specificity would be "
+                      f"{plain['specificity']:.1%} and sensitivity {plain['sensitivity']:.1%}.")
+    return lines
 
 
 def _subgroup_rows(subgroups: dict) -> list[str]:
@@ -99,11 +118,10 @@ def render(card: dict[str, Any], split_counts: dict[str, dict[str, int]],
         "## Metrics", *_scores_table(estimate), "",
         "## Decision",
         f"Refer when P({' + '.join(decision['refer_classes'])}) ≥ {decision['threshold']}: "
-        f"the threshold that flags {decision['target_sensitivity']:.0%} of the malignant "
-        f"validation images. On the evaluation images above it flagged "
-        f"{refer.get('sensitivity', float('nan')):.1%} of the malignant ones and passed "
-        f"{refer.get('specificity', float('nan')):.1%} of the others. This is what was "
-        "measured, not a guarantee for new images.", "",
+        f"{decision_statement(card)}. On the evaluation images above (thresholds "
+        f"chosen without them) it flagged {refer.get('sensitivity', float('nan')):.1%} of the "
+        f"malignant ones and passed {refer.get('specificity', float('nan')):.1%} of the "
+        "others.", *_guarantee_lines(decision, refer), "",
         "## Calibration",
         f"Brier score {calibration.get('brier_before')} → {calibration.get('brier_after')}, "
         f"expected calibration error {calibration.get('ece_before')} → "

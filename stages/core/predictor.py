@@ -18,11 +18,12 @@ from typing import BinaryIO
 import keras
 import numpy as np
 
-from stages.core.calibration import apply_temperature, refer_score
+from stages.core.calibration import apply_temperature, decision_statement, refer_score
 from stages.core.errors import PipelineError
 from stages.core.images import Preprocessing, load_image
 from stages.core.inference import probs_and_features
 from stages.core.model_io import load_model
+from stages.core.ood import PERCENTILE as OOD_PERCENTILE
 from stages.core.ood import OodGuard
 from stages.core.paths import HOLDOUT, MODELS_DIR, SERVED_CARD
 from stages.core.tta import tta_predict
@@ -134,17 +135,29 @@ class Predictor:
     def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
         return self.assess(images, tta)[0]
 
+    @property
+    def decision(self) -> str | None:
+        """The referral decision in words (what it promises), when the card has one."""
+        return decision_statement(self.card) if self.card.get("decision") else None
+
     def result(self, probs: np.ndarray, ood_score: float = float("nan")) -> dict:
-        """One image's answer: probabilities, predicted class, the referral decision (when the
-        card has a threshold) and the out-of-distribution flag."""
-        out = {"probabilities": {c: float(p) for c, p in zip(self.classes, probs, strict=True)},
-               "predicted": self.classes[int(np.argmax(probs))]}
+        """One image's answer: probabilities, predicted class and the referral decision (when
+        the card has a threshold), and the out-of-distribution flag. A flagged photo gets only
+        the flag and why: nothing a client could act on as if it were a lesion's answer."""
+        flagged = bool(ood_score > 1.0) if not np.isnan(ood_score) else False
+        out: dict = {"out_of_distribution": {
+            "score": None if np.isnan(ood_score) else float(ood_score), "flagged": flagged}}
+        if flagged:
+            out["out_of_distribution"]["why"] = (
+                f"the photo lies farther from the training images than {OOD_PERCENTILE:g} % "
+                f"of validation lesions do (score {ood_score:.2f} > 1): no class, referral "
+                "decision or heatmap is given; use a dermoscopic photo of a lesion")
+            return out
+        out |= {"probabilities": {c: float(p) for c, p in zip(self.classes, probs, strict=True)},
+                "predicted": self.classes[int(np.argmax(probs))]}
         decision = self.card.get("decision")
         if decision:
             score = float(refer_score(probs[None], self.classes)[0])
             out["refer"] = {"score": score, "threshold": decision["threshold"],
                             "above_threshold": score >= decision["threshold"]}
-        flagged = bool(ood_score > 1.0) if not np.isnan(ood_score) else False
-        out["out_of_distribution"] = {"score": None if np.isnan(ood_score) else float(ood_score),
-                                      "flagged": flagged}
         return out

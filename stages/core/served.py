@@ -25,6 +25,7 @@ from stages.core.calibration import (
     brier,
     expected_calibration_error,
     fit_temperature,
+    guaranteed_threshold,
     malignant_classes,
     refer_score,
     reliability,
@@ -132,9 +133,19 @@ def nested_out_of_fold(candidates: list[list[str]], folds: list[str], truth: pd.
 
 
 @dataclass(frozen=True)
+class Rule:
+    """How the referral threshold is chosen: flag `target` of the malignant validation
+    images (confidence None), or guarantee sensitivity >= `target` on new images from the
+    same source with that confidence (calibration.guaranteed_threshold)."""
+    target: float
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
 class Decision:
     temperature: float
     threshold: float
+    malignant: int  # malignant images the threshold was chosen on
 
 
 # The decision's numbers are kept to 4 decimals, and these rounded values are the ones
@@ -143,18 +154,32 @@ class Decision:
 DECIMALS = 4
 
 
-def fit_decision(p: Predictions, classes: list[str], target: float) -> Decision:
+def fit_decision(p: Predictions, classes: list[str], rule: Rule) -> Decision:
     temperature = round(fit_temperature(p.labels, p.probs), DECIMALS)
     calibrated = apply_temperature(p.probs, temperature)
     malignant = np.isin(p.labels, malignant_classes(classes))
-    threshold = threshold_for_sensitivity(malignant, refer_score(calibrated, classes), target)
-    # rounded down: a lower threshold flags every image the exact one flags
-    return Decision(temperature, float(np.floor(threshold * 10**DECIMALS) / 10**DECIMALS))
+    score = refer_score(calibrated, classes)
+    threshold = (threshold_for_sensitivity(malignant, score, rule.target)
+                 if rule.confidence is None else
+                 guaranteed_threshold(malignant, score, rule.target, rule.confidence).threshold)
+    # rounded down: a lower threshold flags every image the exact one flags (and so keeps
+    # the guarantee)
+    return Decision(temperature, float(np.floor(threshold * 10**DECIMALS) / 10**DECIMALS),
+                    int(malignant.sum()))
 
 
 def _decision_scores(malignant: np.ndarray, refer: np.ndarray) -> dict:
     return {"sensitivity": float(np.mean(refer[malignant])),
-            "specificity": float(np.mean(~refer[~malignant]))}
+            "specificity": float(np.mean(~refer[~malignant])),
+            "referred": float(np.mean(refer))}
+
+
+def _decision_with_intervals(malignant: np.ndarray, refer: np.ndarray, resamples: int,
+                             seed: int) -> dict:
+    """Sensitivity, specificity and the share referred, with 95 % bootstrap intervals."""
+    return {**_decision_scores(malignant, refer), **bootstrap_intervals(
+        malignant.astype(int), lambda ix: _decision_scores(malignant[ix], refer[ix]),
+        resamples, seed)}
 
 
 @dataclass
@@ -164,37 +189,34 @@ class Estimate:
     scored: Predictions  # the images scored, with their calibrated probabilities
 
 
-def estimate(fit_on: Predictions, test: Predictions, classes: list[str], target: float,
+def estimate(fit_on: Predictions, test: Predictions, classes: list[str], rule: Rule,
              cross_fit: bool, resamples: int, seed: int) -> Estimate:
     """The served model's scores on `test` with intervals, calibration before and after, and
-    sensitivity/specificity at the referral threshold."""
+    sensitivity/specificity at the referral threshold (and, with a guarantee, what the
+    plain rule without it would have given: the guarantee's cost)."""
     calibrated = np.empty_like(test.probs)
-    refer = np.zeros(len(test.labels), bool)
+    rules = {"rule": rule, "point": Rule(rule.target)} if rule.confidence else {"rule": rule}
+    refer = {name: np.zeros(len(test.labels), bool) for name in rules}
     for g in np.unique(test.groups):
         here = test.groups == g
-        if cross_fit:
-            others = fit_on.groups != g
-            fit_part = Predictions(fit_on.ids[others], fit_on.labels[others],
-                                   fit_on.probs[others], fit_on.groups[others])
-        else:
-            fit_part = fit_on
-        decision = fit_decision(fit_part, classes, target)
-        calibrated[here] = apply_temperature(test.probs[here], decision.temperature)
-        refer[here] = refer_score(calibrated[here], classes) >= decision.threshold
+        fit_part = _restrict(fit_on, fit_on.groups != g) if cross_fit else fit_on
+        for name, r in rules.items():
+            decision = fit_decision(fit_part, classes, r)
+            calibrated[here] = apply_temperature(test.probs[here], decision.temperature)
+            refer[name][here] = refer_score(calibrated[here], classes) >= decision.threshold
     scores = with_intervals(test.labels, calibrated, classes, resamples, seed)
     scores.pop("confusion_matrix")
     malignant = np.isin(test.labels, malignant_classes(classes))
-    at_threshold = _decision_scores(malignant, refer)
-    intervals = bootstrap_intervals(malignant.astype(int),
-                                    lambda ix: _decision_scores(malignant[ix], refer[ix]),
-                                    resamples, seed)
+    scores["referral"] = {"target_sensitivity": rule.target,
+                          "confidence": rule.confidence,
+                          **_decision_with_intervals(malignant, refer["rule"], resamples, seed)}
+    if "point" in refer:
+        scores["referral"]["without_guarantee"] = _decision_with_intervals(
+            malignant, refer["point"], resamples, seed)
     refer_scores = refer_score(calibrated, classes)
-    scores["referral"] = {"target_sensitivity": target, **at_threshold,
-                          # how well P(malignant) ranks malignant against everything else
-                          "roc_auc": float(skm.roc_auc_score(malignant, refer_scores)),
-                          "pauc_above_80_tpr": pauc_above_tpr(malignant, refer_scores),
-                          **{k: v for k, v in intervals.items()
-                             if k.startswith(("sensitivity", "specificity"))}}
+    # how well P(malignant) ranks malignant against everything else
+    scores["referral"] |= {"roc_auc": float(skm.roc_auc_score(malignant, refer_scores)),
+                           "pauc_above_80_tpr": pauc_above_tpr(malignant, refer_scores)}
     scores["calibration"] = {name: round(value, DECIMALS) for name, value in {
         "brier_before": brier(test.labels, test.probs),
         "brier_after": brier(test.labels, calibrated),
@@ -221,16 +243,14 @@ def _lockbox_scores(backbones: list[str], folds: list[str], truth: pd.Series,
     scores.pop("confusion_matrix")
     malignant = np.isin(labels, malignant_classes(classes))
     refer = refer_score(probs, classes) >= decision.threshold
-    scores["referral"] = {**_decision_scores(malignant, refer), **bootstrap_intervals(
-        malignant.astype(int), lambda ix: _decision_scores(malignant[ix], refer[ix]),
-        resamples, seed)}
+    scores["referral"] = _decision_with_intervals(malignant, refer, resamples, seed)
     return {"how": f"the served model on the {len(labels)} lockbox images (split.lockbox), "
                    "which took no part in training, calibration, thresholds or choices",
             **scores}
 
 
 def build_served(candidates: list[list[str]], folds: list, serve: str, truth: pd.Series,
-                 target: float, resamples: int, seed: int,
+                 rule: Rule, resamples: int, seed: int,
                  rank_by: str = "roc_auc") -> tuple[dict, Estimate]:
     """The served card (without the image size and preprocessing, added by compare) and its
     estimate. `candidates`: the member sets (lists of backbones) to choose from, by
@@ -245,7 +265,7 @@ def build_served(candidates: list[list[str]], folds: list, serve: str, truth: pd
                                                                   rank_by)
         classes = list(pd.read_csv(predictions_file(backbones[0], folds[0])).columns[1:])
         served_folds = folds
-        result = estimate(oof, oof, classes, target, True, resamples, seed)
+        result = estimate(oof, oof, classes, rule, True, resamples, seed)
         how = (f"pooled out-of-fold predictions of the {len(folds)} fold models: each of the "
                f"{len(oof.labels)} images scored by the fold model(s) that did not train on it "
                "(calibration and threshold cross-fitted on the other folds)")
@@ -254,7 +274,7 @@ def build_served(candidates: list[list[str]], folds: list, serve: str, truth: pd
                     f"{rank_by}, for each fold on the other folds' images (nested), so the "
                     "estimate includes the choice")
             result.scores["chosen_per_fold"] = ["+".join(m) for m in per_fold]
-        final = fit_decision(served_oof, classes, target)
+        final = fit_decision(served_oof, classes, rule)
     else:
         fold = folds[0] if not cross_validated else str(serve)
         if fold not in folds:
@@ -276,10 +296,10 @@ def build_served(candidates: list[list[str]], folds: list, serve: str, truth: pd
         val = pooled_predictions(backbones, [fold], "val", truth)
         test = pooled_predictions(backbones, [fold], "test", truth)
         served_folds = [fold]
-        result = estimate(val, test, classes, target, False, resamples, seed)
+        result = estimate(val, test, classes, rule, False, resamples, seed)
         how = (f"the {len(test.labels)} test images of fold {fold} (calibration and threshold "
                "fitted on its validation images)")
-        final = fit_decision(val, classes, target)
+        final = fit_decision(val, classes, rule)
     lockbox = _lockbox_scores(backbones, served_folds, truth, classes, final, resamples, seed)
     members = [{"backbone": b, "fold": f, "model": str(model_dir(b, f) / "model.keras"),
                 "ood": str(ood_file(b, f))} for b in backbones for f in served_folds]
@@ -291,8 +311,11 @@ def build_served(candidates: list[list[str]], folds: list, serve: str, truth: pd
         "calibration": {"method": "temperature", "temperature": final.temperature},
         "decision": {"refer_classes": [classes[i] for i in malignant_classes(classes)],
                      "threshold": final.threshold,
-                     "target_sensitivity": target},
+                     "target_sensitivity": rule.target,
+                     "confidence": rule.confidence,
+                     "from_malignant": final.malignant},
         "estimate": {"how": how, **result.scores},
         **({"lockbox": lockbox} if lockbox else {}),
     }
     return card, result
+

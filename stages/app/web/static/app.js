@@ -14,26 +14,31 @@ function showError(message) {
 
 function render(data) {
   $("photo").src = data.image;
-  $("heatmap").src = data.heatmap;
-  // A photo unlike the training images gets a warning, never a diagnosis-like answer.
+  // A photo unlike the training images gets a warning, never a diagnosis-like answer: the
+  // API sends it no class, no referral and no heatmap.
   const ood = data.out_of_distribution || {};
-  $("ood").hidden = !ood.flagged;
+  const flagged = !!ood.flagged;
+  $("heatmap").hidden = flagged;
+  if (!flagged) $("heatmap").src = data.heatmap;
+  $("ood").hidden = !flagged;
   $("ood-score").textContent = ood.score == null ? "n/a" : ood.score.toFixed(2);
-  document.querySelector(".predicted").hidden = !!ood.flagged;
-  $("bars").hidden = !!ood.flagged;
-  $("predicted").textContent = data.predicted;
+  document.querySelector(".predicted").hidden = flagged;
+  $("bars").hidden = flagged;
+  $("predicted").textContent = flagged ? "" : data.predicted;
   const refer = data.refer;
-  $("refer").hidden = !refer || !!ood.flagged;
-  if (refer) {
-    $("refer").textContent = (refer.above_threshold ? "Above" : "Below") +
+  $("refer").hidden = !refer || flagged;
+  if (refer && !flagged) {
+    $("refer").textContent = (refer.above_threshold ? "Refer: above" : "Below") +
       " the referral threshold (score " + refer.score.toFixed(3) + ", threshold " +
-      refer.threshold.toFixed(3) + ")";
+      refer.threshold.toFixed(3) + ").";
   }
+  $("decision").hidden = !data.decision || flagged;
+  $("decision").textContent = data.decision ? "The threshold " + data.decision + "." : "";
   $("model-name").textContent = data.model + (data.tta ? " (test-time augmentation)" : "");
   const bars = $("bars");
   bars.replaceChildren();
   // Most probable first; textContent only, so a class name can never inject markup.
-  const entries = Object.entries(data.probabilities).sort((a, b) => b[1] - a[1]);
+  const entries = Object.entries(data.probabilities || {}).sort((a, b) => b[1] - a[1]);
   for (const [name, p] of entries) {
     const li = document.createElement("li");
     li.className = "bar" + (name === data.predicted ? " top" : "");
