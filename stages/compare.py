@@ -46,6 +46,7 @@ from stages.core.served import (
     pooled_predictions,
 )
 from stages.core.shards import read_meta, read_split_table
+from stages.core.shift import reference_profile
 from stages.core.subgroups import subgroup_metrics
 from stages.core.worklog import work
 
@@ -224,7 +225,10 @@ def main() -> None:
     ranked = leaderboard(rows, rank_by)
     best = next(name for name, _ in ranked if name != ENSEMBLE)
     meta = read_meta(PREPARED_DIR)
-    card |= {"image_size": meta["image_size"], "preprocessing": meta.get("preprocessing", {})}
+    card |= {"image_size": meta["image_size"], "preprocessing": meta.get("preprocessing", {}),
+             # what predict compares a batch with (core/shift.py): the estimate's images
+             "shift_reference": reference_profile(result.scored.probs, card["classes"],
+                                                  card["decision"]["threshold"])}
     write_json(SERVED_CARD, card)
     write_json(CALIBRATION_PLOT, {"reliability": result.reliability})
     write_json(ROC_OVERLAY_PLOT, {"roc": roc_overlay(backbones, folds, truth, result.scored,

@@ -252,3 +252,25 @@ def test_served_ensemble_is_the_calibrated_mean_and_flags_what_is_unlike_lesions
     code, out, _ = run(repo, monkeypatch, capsys, folder, "--format", "json")
     rows = json.loads(out)["predictions"]
     assert all(set(r) == {"image", "out_of_distribution"} for r in rows)
+
+
+def test_a_batch_gets_the_shift_check_and_prior_adjustment_keeps_the_referral(
+        repo, tmp_path, monkeypatch, capsys):
+    write_served(repo, ["small_functional_cnn"], image_size=SIZE)  # a guard that flags none
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for seed in range(24):
+        (folder / f"ISIC_{seed:07d}.jpg").write_bytes(jpeg_bytes(lesion_photo(64, seed)))
+    code, out, _ = run(repo, monkeypatch, capsys, folder, "--format", "json")
+    plain = json.loads(out)
+    assert code == 0 and len(plain["shift"]["signs"]) == 4, plain["shift"]
+    assert isinstance(plain["shift"]["warning"], bool) and plain["shift"]["images"] == 24
+    code, out, _ = run(repo, monkeypatch, capsys, folder, "--format", "json", "--adjust-prior")
+    adjusted = json.loads(out)
+    assert adjusted["prior_adjusted"] and adjusted["shift"] == plain["shift"]
+    for a, b in zip(adjusted["predictions"], plain["predictions"], strict=True):
+        assert a["refer"] == b["refer"]  # decided on the unadjusted probabilities
+    assert any(a["probabilities"] != b["probabilities"]
+               for a, b in zip(adjusted["predictions"], plain["predictions"], strict=True))
+    code, out, _ = run(repo, monkeypatch, capsys, folder)
+    assert "batch: " in out and "referral score distribution" in out

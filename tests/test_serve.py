@@ -228,3 +228,18 @@ def test_a_flagged_upload_gets_the_flag_and_why_but_nothing_to_act_on(tmp_path):
     assert "no class, referral decision or heatmap" in body["out_of_distribution"]["why"]
     assert not {"predicted", "probabilities", "refer", "heatmap"} & set(body)
     assert body["image"].startswith("data:image/jpeg")  # the photo itself is shown back
+
+
+def test_the_batch_api_answers_each_photo_reports_the_unreadable_and_checks_the_shift(client):
+    fields = {"images": [(io.BytesIO(jpeg_bytes(lesion_photo(100, seed))), f"p{seed}.jpg")
+                         for seed in range(3)] + [(io.BytesIO(b"no image"), "notes.jpg")]}
+    response = client.post("/api/predict-batch", data=fields,
+                           content_type="multipart/form-data")
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert [p["image"] for p in body["predictions"]] == ["p0.jpg", "p1.jpg", "p2.jpg"]
+    assert body["skipped"][0]["image"] == "notes.jpg" and body["skipped"][0]["why"]
+    assert "too few to judge" in body["shift"]["message"]
+    assert "with 95%" not in body["decision"] and "85%" in body["decision"]
+    empty = client.post("/api/predict-batch", data={}, content_type="multipart/form-data")
+    assert empty.status_code == 400 and "images" in empty.json["error"]

@@ -17,6 +17,7 @@ from stages.core.classifier import build_classifier, model_card
 from stages.core.model_io import write_model
 from stages.core.ood import OodGuard
 from stages.core.params import ModelConfig, load_params, model_config
+from stages.core.shift import reference_profile
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["benign", "malignant"]
@@ -102,6 +103,10 @@ def write_served(root: Path, backbones: list[str], classes: list[str] = CLASSES,
                          "target_sensitivity": 0.85},
             "estimate": {"how": "the 10 test images of fold holdout", "roc_auc": 0.8},
             "image_size": image_size, "preprocessing": preprocessing or {}}
+    if len(classes) == 2:  # compare's profile of the estimate's images (core/shift.py)
+        q = np.linspace(0.05, 0.95, 60)
+        card["shift_reference"] = reference_profile(np.column_stack([1 - q, q]), classes,
+                                                    threshold)
     path = root / "models" / "served.json"
     path.write_text(json.dumps(card, indent=2) + "\n")
     return path

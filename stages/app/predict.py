@@ -3,7 +3,9 @@
 By default the served model of the last `dvc repro` (models/served.json: the validated fold
 ensemble, calibrated, with its referral threshold and out-of-distribution guard); --backbone
 NAME or --model PATH picks one fold model instead. Prints each image's class probabilities,
-predicted class, referral decision and out-of-distribution flag as a table, CSV or JSON;
+predicted class, referral decision and out-of-distribution flag as a table, CSV or JSON,
+then whether the batch differs from the images the decision was validated on (core/shift.py;
+--adjust-prior shows probabilities re-weighted to the batch's estimated class prior);
 --isic-csv also writes the ISIC challenge submission layout. A file that cannot be read is
 reported on stderr (one line: the file and why) and the others still run; the exit code is
 non-zero only when no image at all could be classified.
@@ -98,6 +100,21 @@ def format_csv(classes: list[str], rows: list[dict]) -> str:
     return out.getvalue().rstrip("\n")
 
 
+def format_shift(shift: dict, adjusted: bool) -> str:
+    """The batch's shift check as lines: the verdict, then each sign against its reference."""
+    lines = ["", f"batch: {shift['message']}"]
+    for sign in shift.get("signs", []):
+        against = (f"reference {sign['reference']:.3f}, batch 99.75 % interval "
+                   f"{sign['interval'][0]:.3f}–{sign['interval'][1]:.3f}" if "interval" in sign
+                   else f"reference {sign['reference']:.3f}, p = {sign['p_value']:.2g}")
+        lines.append(f"  {'OUTSIDE' if sign['outside'] else 'ok':7} {sign['sign']}: "
+                     f"{sign['batch']:.3f} ({against})")
+    if adjusted:
+        lines.append("  probabilities adjusted to the batch's estimated prior; referral decided "
+                     "on the unadjusted ones, which its guarantee is about")
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace) -> int:
     path = args.model or model_path(args.backbone)
     predictor = Predictor.load(path)
@@ -115,12 +132,13 @@ def main(args: argparse.Namespace) -> int:
         return 1
     assessed = np.concatenate(chunks)
     probs, ood = assessed[:, :-1], assessed[:, -1]
-    rows = [{"image": str(f), **predictor.result(p, o)}
-            for f, p, o in zip(good, probs, ood, strict=True)]
+    answers, shift = predictor.batch_results(probs, ood, args.adjust_prior)
+    rows = [{"image": str(f), **a} for f, a in zip(good, answers, strict=True)]
     classes = predictor.classes
     if args.format == "json":
         print(json.dumps({"model": predictor.name, "tta": args.tta,
-                          "decision": predictor.decision, "predictions": rows}, indent=2))
+                          "decision": predictor.decision, "prior_adjusted": args.adjust_prior,
+                          "shift": shift, "predictions": rows}, indent=2))
     elif args.format == "csv":
         print(format_csv(classes, rows))
     else:
@@ -128,6 +146,9 @@ def main(args: argparse.Namespace) -> int:
         if predictor.decision:
             print(f"referral: {predictor.decision}")
         print(format_table(classes, rows))
+    if shift is not None and "signs" in shift and args.format != "json":  # big enough
+        print(format_shift(shift, args.adjust_prior),
+              file=sys.stdout if args.format == "table" else sys.stderr)
     if args.isic_csv:
         write_submission(args.isic_csv, [f.stem for f in good], probs, classes)
         print(f"wrote {len(good)} rows to {args.isic_csv}", file=sys.stderr)
@@ -147,6 +168,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--isic-csv", type=Path, metavar="OUT.csv",
                         help="also write the ISIC challenge submission CSV (every image's "
                              "probabilities, flagged ones too: a challenge scores them all)")
+    parser.add_argument("--adjust-prior", action="store_true",
+                        help="show probabilities adjusted to the class prior EM estimates on "
+                             "this batch (Saerens 2002); the referral is unchanged")
     parser.add_argument("--tta", action="store_true",
                         help="average over flips and 90° rotations (8x slower)")
     return parser.parse_args(argv)

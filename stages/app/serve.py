@@ -4,7 +4,9 @@ waitress (a production WSGI server) with `serve.threads` threads.
 Upload a lesion photo, see each class's probability, the predicted class and a Grad-CAM
 heatmap of where the model looked; pick any evaluated backbone. The same prediction is a JSON
 API, `POST /api/predict`: multipart field `image`, optional `backbone`, and `heatmap=1` to get
-the Grad-CAM map and the photo as data URLs too. `GET /api/models` lists the backbones.
+the Grad-CAM map and the photo as data URLs too. `POST /api/predict-batch`: one `images`
+field per photo (optional `adjust_prior=1`): every answer and the batch's shift check
+(core/shift.py), within the same upload size limit. `GET /api/models` lists the backbones.
 
 Uploads are decoded from memory with prepare's own function (images.load_image, with the
 preprocessing the model card records) and never saved by us (Werkzeug may spool a large
@@ -29,6 +31,7 @@ from PIL import Image
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from stages.core.cli import run_stage
+from stages.core.errors import PipelineError
 from stages.core.gradcam import colormap, gradcam
 from stages.core.images import ImageError
 from stages.core.params import flag, get, load_params, number
@@ -158,6 +161,33 @@ class Models:
         return result
 
 
+    def predict_batch(self, files: list[tuple[str, bytes]], backbone: str | None,
+                      adjust_prior: bool) -> dict:
+        """Several uploads at once: each one's answer, the ones that could not be read, and
+        whether the batch has shifted from the images the decision was validated on."""
+        backbone = backbone or self.default_backbone()
+        predictor = self.get(backbone)
+        names, images, skipped = [], [], []
+        for name, data in files:
+            try:
+                images.append(predictor.decode(data))
+                names.append(name)
+            except ImageError as err:
+                skipped.append({"image": name, "why": str(err)})
+        if not images:
+            raise ApiError(422, f"none of the {len(files)} upload(s) could be read as an image")
+        with self._lock:
+            probs, ood = predictor.assess(np.stack(images))
+        try:
+            answers, shift = predictor.batch_results(probs, ood, adjust_prior)
+        except PipelineError as err:  # e.g. adjust_prior for a model without the reference
+            raise ApiError(400, str(err)) from err
+        return {"model": predictor.name, "backbone": backbone, "classes": predictor.classes,
+                "decision": predictor.decision, "prior_adjusted": adjust_prior,
+                "predictions": [{"image": n, **a} for n, a in zip(names, answers, strict=True)],
+                "skipped": skipped, "shift": shift}
+
+
 def create_app(
     models_dir: Path = MODELS_DIR,
     summary_path: Path = SUMMARY_FILE,
@@ -204,6 +234,15 @@ def create_app(
         heatmap = request.form.get("heatmap", "") in ("1", "true", "yes")
         backbone = request.form.get("backbone") or None
         return jsonify(models.predict(data, backbone, tta, heatmap))
+
+    @app.post("/api/predict-batch")
+    def api_predict_batch():
+        uploads = request.files.getlist("images")
+        if not uploads:
+            raise ApiError(400, "no files in the form field 'images' (one field per photo)")
+        files = [(u.filename or f"image{i}", u.read()) for i, u in enumerate(uploads)]
+        adjust = request.form.get("adjust_prior", "") in ("1", "true", "yes")
+        return jsonify(models.predict_batch(files, request.form.get("backbone") or None, adjust))
 
     @app.errorhandler(ApiError)
     def api_error(err: ApiError):

@@ -26,6 +26,7 @@ from stages.core.model_io import load_model
 from stages.core.ood import PERCENTILE as OOD_PERCENTILE
 from stages.core.ood import OodGuard
 from stages.core.paths import HOLDOUT, MODELS_DIR, SERVED_CARD
+from stages.core.shift import adjust_to_batch_prior, check_batch
 from stages.core.tta import tta_predict
 
 
@@ -135,15 +136,37 @@ class Predictor:
     def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
         return self.assess(images, tta)[0]
 
+    def batch_results(self, probs: np.ndarray, ood_scores: np.ndarray,
+                      adjust_prior: bool = False) -> tuple[list[dict], dict | None]:
+        """Each image's answer (`result`) and whether the batch differs from the images the
+        decision was validated on (core/shift.py; None for a card without that reference,
+        e.g. one fold model). `adjust_prior`: probabilities re-weighted to the batch's
+        estimated class prior, the referral still decided on the unadjusted ones."""
+        has_reference = "shift_reference" in self.card
+        shift = check_batch(probs, ood_scores, self.card) if has_reference else None
+        shown = probs
+        if adjust_prior:
+            if not has_reference:
+                raise PipelineError(
+                    "adjusting to the batch's prior needs the served card (models/served.json) "
+                    "with its evaluation images' profile: rerun `dvc repro compare`")
+            shown = adjust_to_batch_prior(probs, self.card, ood_scores)
+        rows = [self.result(p, o, refer_from=q)
+                for p, o, q in zip(shown, ood_scores, probs, strict=True)]
+        return rows, shift
+
     @property
     def decision(self) -> str | None:
         """The referral decision in words (what it promises), when the card has one."""
         return decision_statement(self.card) if self.card.get("decision") else None
 
-    def result(self, probs: np.ndarray, ood_score: float = float("nan")) -> dict:
+    def result(self, probs: np.ndarray, ood_score: float = float("nan"),
+               refer_from: np.ndarray | None = None) -> dict:
         """One image's answer: probabilities, predicted class and the referral decision (when
         the card has a threshold), and the out-of-distribution flag. A flagged photo gets only
-        the flag and why: nothing a client could act on as if it were a lesion's answer."""
+        the flag and why: nothing a client could act on as if it were a lesion's answer.
+        `refer_from`: the probabilities the referral is decided on, when `probs` were
+        adjusted to a batch's prior (the threshold's guarantee is for the unadjusted ones)."""
         flagged = bool(ood_score > 1.0) if not np.isnan(ood_score) else False
         out: dict = {"out_of_distribution": {
             "score": None if np.isnan(ood_score) else float(ood_score), "flagged": flagged}}
@@ -157,7 +180,8 @@ class Predictor:
                 "predicted": self.classes[int(np.argmax(probs))]}
         decision = self.card.get("decision")
         if decision:
-            score = float(refer_score(probs[None], self.classes)[0])
+            basis = probs if refer_from is None else refer_from
+            score = float(refer_score(basis[None], self.classes)[0])
             out["refer"] = {"score": score, "threshold": decision["threshold"],
                             "above_threshold": score >= decision["threshold"]}
         return out
