@@ -75,6 +75,12 @@ class Guarantee:
     needed: int  # the fewest malignant images for which any threshold above 0 is guaranteed
 
 
+def malignant_needed(target: float, confidence: float) -> int:
+    """The fewest malignant validation images for which the guarantee refers less than
+    every image: 1 - target**n >= confidence."""
+    return int(np.ceil(np.log(1.0 - confidence) / np.log(target)))
+
+
 def guaranteed_threshold(is_malignant: np.ndarray, score: np.ndarray, target: float,
                          confidence: float) -> Guarantee:
     """The highest threshold such that, with probability >= `confidence` over the draw of
@@ -94,7 +100,7 @@ def guaranteed_threshold(is_malignant: np.ndarray, score: np.ndarray, target: fl
     positives = np.sort(score[is_malignant.astype(bool)])
     n = len(positives)
     miss = 1.0 - target
-    needed = int(np.ceil(np.log(1.0 - confidence) / np.log(target))) if target < 1 else 0
+    needed = malignant_needed(target, confidence)
     ks = np.arange(1, n + 1)
     qualifying = ks[binom.sf(ks - 1, n, miss) >= confidence]
     if n == 0 or len(qualifying) == 0:

@@ -88,7 +88,7 @@ def _subset_score(p: Predictions, rank_by: str, classes: list[str]) -> float:
     return -1.0 if score is None else float(score)
 
 
-def _restrict(p: Predictions, keep: np.ndarray) -> Predictions:
+def restrict(p: Predictions, keep: np.ndarray) -> Predictions:
     return Predictions(p.ids[keep], p.labels[keep], p.probs[keep], p.groups[keep])
 
 
@@ -101,7 +101,7 @@ def choose_members(candidates: list[list[str]], pooled: dict[tuple[str, ...], Pr
     for members in candidates:
         p = pooled[tuple(members)]
         if exclude is not None:
-            p = _restrict(p, p.groups != exclude)
+            p = restrict(p, p.groups != exclude)
         score = _subset_score(p, rank_by, classes)
         if score > best_score:
             best, best_score = members, score
@@ -174,7 +174,7 @@ def _decision_scores(malignant: np.ndarray, refer: np.ndarray) -> dict:
             "referred": float(np.mean(refer))}
 
 
-def _decision_with_intervals(malignant: np.ndarray, refer: np.ndarray, resamples: int,
+def decision_with_intervals(malignant: np.ndarray, refer: np.ndarray, resamples: int,
                              seed: int) -> dict:
     """Sensitivity, specificity and the share referred, with 95 % bootstrap intervals."""
     return {**_decision_scores(malignant, refer), **bootstrap_intervals(
@@ -199,7 +199,7 @@ def estimate(fit_on: Predictions, test: Predictions, classes: list[str], rule: R
     refer = {name: np.zeros(len(test.labels), bool) for name in rules}
     for g in np.unique(test.groups):
         here = test.groups == g
-        fit_part = _restrict(fit_on, fit_on.groups != g) if cross_fit else fit_on
+        fit_part = restrict(fit_on, fit_on.groups != g) if cross_fit else fit_on
         for name, r in rules.items():
             decision = fit_decision(fit_part, classes, r)
             calibrated[here] = apply_temperature(test.probs[here], decision.temperature)
@@ -209,9 +209,9 @@ def estimate(fit_on: Predictions, test: Predictions, classes: list[str], rule: R
     malignant = np.isin(test.labels, malignant_classes(classes))
     scores["referral"] = {"target_sensitivity": rule.target,
                           "confidence": rule.confidence,
-                          **_decision_with_intervals(malignant, refer["rule"], resamples, seed)}
+                          **decision_with_intervals(malignant, refer["rule"], resamples, seed)}
     if "point" in refer:
-        scores["referral"]["without_guarantee"] = _decision_with_intervals(
+        scores["referral"]["without_guarantee"] = decision_with_intervals(
             malignant, refer["point"], resamples, seed)
     refer_scores = refer_score(calibrated, classes)
     # how well P(malignant) ranks malignant against everything else
@@ -243,7 +243,7 @@ def _lockbox_scores(backbones: list[str], folds: list[str], truth: pd.Series,
     scores.pop("confusion_matrix")
     malignant = np.isin(labels, malignant_classes(classes))
     refer = refer_score(probs, classes) >= decision.threshold
-    scores["referral"] = _decision_with_intervals(malignant, refer, resamples, seed)
+    scores["referral"] = decision_with_intervals(malignant, refer, resamples, seed)
     return {"how": f"the served model on the {len(labels)} lockbox images (split.lockbox), "
                    "which took no part in training, calibration, thresholds or choices",
             **scores}
