@@ -27,6 +27,8 @@ from stages.core.model_card import render
 from stages.core.params import choice, get, number, stage_params
 from stages.core.paths import (
     CALIBRATION_PLOT,
+    GUARD_CARD,
+    GUARD_METRICS,
     LEADERBOARD_FILE,
     MODEL_CARD,
     PREPARED_DIR,
@@ -226,6 +228,8 @@ def main() -> None:
     best = next(name for name, _ in ranked if name != ENSEMBLE)
     meta = read_meta(PREPARED_DIR)
     card |= {"image_size": meta["image_size"], "preprocessing": meta.get("preprocessing", {}),
+             "ood": {**json.loads(GUARD_CARD.read_text()),
+                     "measured": json.loads(GUARD_METRICS.read_text())},
              # what predict compares a batch with (core/shift.py): the estimate's images
              "shift_reference": reference_profile(result.scored.probs, card["classes"],
                                                   card["decision"]["threshold"])}

@@ -6,8 +6,7 @@ precision-recall and confusion-matrix data under metrics/plots/<backbone>/<fold>
 `dvc plots show`), and the test AND validation predictions in the ISIC submission layout:
 compare fits calibration and the decision threshold on validation (or out-of-fold)
 predictions only; metrics per subgroup (sex, age band, site: core/subgroups.py) go to
-metrics/subgroups/<b>/<fold>.json. It also fits the out-of-distribution guard (core/ood.py)
-on the fold's training images and its validation images → models/<b>/<fold>/ood.npz.
+metrics/subgroups/<b>/<fold>.json.
 With `evaluate.tta: true` the probabilities are averaged over the eight flips/rotations of
 each image (core/tta.py), as predict --tta and the web app do.
 """
@@ -26,14 +25,12 @@ from stages.core.files import write_json
 from stages.core.inference import as_predict, split_at_pool
 from stages.core.metrics import curve_points, with_intervals
 from stages.core.model_io import load_model
-from stages.core.ood import fit_guard
 from stages.core.params import flag, get, number, stage_params
 from stages.core.paths import (
     LOCKBOX,
     PREPARED_DIR,
     metrics_file,
     model_dir,
-    ood_file,
     plots_dir,
     predictions_file,
     subgroups_file,
@@ -42,7 +39,6 @@ from stages.core.shards import (
     Split,
     fold_parts,
     read_meta,
-    read_parts,
     read_split,
     read_split_table,
 )
@@ -73,17 +69,12 @@ def main(backbone: str, fold: str) -> None:
     extractor, head = split_at_pool(model)
     head_predict = as_predict(head)
 
-    def run(images):
-        features = cached_features(extractor, images)
-        return head_predict(features), features
-
-    features = {}
     scored = {"test": parts.test, "val": parts.val}
     if LOCKBOX in prepared:  # predicted for compare's one look at the served model
         scored[LOCKBOX] = LOCKBOX
     for part, name in scored.items():
         split = read_split(PREPARED_DIR, name)
-        probs, features[part] = run(split.images)
+        probs = head_predict(cached_features(extractor, split.images))
         if tta:
             probs = tta_predict(model, split.images)
         write_submission(predictions_file(backbone, fold, part), split.ids, probs, classes)
@@ -92,9 +83,6 @@ def main(backbone: str, fold: str) -> None:
                                 get(params, "seed"))
             scores["fitted_on_validation"] = bool(card.get("fitted_on_validation", False))
             write_json(metrics_file(backbone, fold), scores)
-    _, features["train"] = run(read_parts(PREPARED_DIR, parts.train).images)
-    with work("OOD guard"):
-        fit_guard(features["train"], features["val"]).save(ood_file(backbone, fold))
     summary = {k: v for k, v in scores.items() if k not in ("confusion_matrix",
                                                             "fitted_on_validation")}
     print(f"evaluate@{backbone}-{fold}: {json.dumps(summary)}")

@@ -6,8 +6,8 @@ models/export/model.tflite  for phones and edge devices; float16 weights when
 models/export/model.json    the card: classes (the output order), image size, preprocessing,
                             members, calibration, referral threshold and the estimate
 Both take float32 RGB 0..255, (n, size, size, 3), and answer the members' mean probabilities,
-calibrated. The out-of-distribution guard is not in the graph: models/served.json and each
-member's ood.npz carry it (predict and the web app apply it).
+calibrated. The out-of-distribution guard is not in the graph: models/export/ood.npz with its
+feature space in model.json ("ood"), as predict and the web app apply it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from stages.core.inference import member_outputs
 from stages.core.layers import TemperatureScaling
 from stages.core.model_io import write_model
 from stages.core.params import flag, stage_params
-from stages.core.paths import EXPORT_DIR, MODEL_CARD, SERVED_CARD
+from stages.core.paths import EXPORT_DIR, GUARD_FILE, MODEL_CARD, SERVED_CARD
 from stages.core.predictor import Predictor
 from stages.core.worklog import work
 
@@ -135,8 +135,12 @@ def main() -> None:
     card = {k: v for k, v in predictor.card.items() if k != "members"} | {
         "members": [f"{m['backbone']}/{m['fold']}" for m in predictor.card["members"]],
         "calibration": {**predictor.card["calibration"], "inside_graph": True}}
+    if "ood" in card:  # the guard travels beside the model (not in its graph)
+        card["ood"] = {**card["ood"], "file": GUARD_FILE.name}
     with work("export"):
         export_model(model, card, EXPORT_DIR, float16)
+        if "ood" in card:
+            shutil.copyfile(GUARD_FILE, EXPORT_DIR / GUARD_FILE.name)
     if MODEL_CARD.exists():  # the card for people travels with the model (dvc artifacts get)
         shutil.copyfile(MODEL_CARD, EXPORT_DIR / MODEL_CARD.name)
     # Check the exported file answers like the served model (predict's path) before calling

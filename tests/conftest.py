@@ -14,6 +14,7 @@ from stages.core.params import load_params
 REPO = Path(__file__).resolve().parents[1]
 UDA1_DIR = REPO.parent / "shared" / "data" / "isic-uda1-dev"
 HAM_DIR = REPO.parent / "shared" / "data" / "ham10000-dev"
+ISIC2017_DIR = REPO.parent / "shared" / "data" / "isic2017-dev"
 # CI runs the complete suite: there a test that would skip (no ../shared/data, no Chromium,
 # no sshd) fails with its reason, so a missing install step cannot pass as green.
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

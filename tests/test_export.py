@@ -114,7 +114,7 @@ def test_stage_exports_the_served_ensemble_as_one_calibrated_graph(in_tmp_repo, 
     export.main()
     out = in_tmp_repo / "models/export"
     assert {p.name for p in out.iterdir()} == {"saved_model", "model.tflite", "model.keras",
-                                               "model.json"}
+                                               "model.json", "ood.npz"}
     assert "exported small_cnn+small_functional_cnn (holdout) (2 member(s)" in \
         capsys.readouterr().out
     served = Predictor.load(in_tmp_repo / "models/served.json")
@@ -129,6 +129,9 @@ def test_stage_exports_the_served_ensemble_as_one_calibrated_graph(in_tmp_repo, 
     np.testing.assert_allclose(exported.predict(images.astype(np.uint8)),
                                served.predict(images.astype(np.uint8)), atol=1e-5)
     assert "refer" in exported.result(exported.predict(images[:1].astype(np.uint8))[0])
+    # with the served model's guard, from beside it
+    _, ood = exported.assess(images.astype(np.uint8))
+    np.testing.assert_allclose(ood, served.assess(images.astype(np.uint8))[1], rtol=1e-5)
 
 
 def test_export_setting_is_checked(in_tmp_repo):

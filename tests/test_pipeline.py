@@ -54,11 +54,15 @@ def test_repro_writes_every_declared_output(project):
             predictions = pd.read_csv(root / f"metrics/predictions/{name}/holdout/{part}.csv")
             assert list(predictions.columns) == ["image", "benign", "malignant"]
             assert len(predictions) == (split["split"] == part).sum()
-        assert (root / f"models/{name}/holdout/ood.npz").exists()
+        assert (root / "models/guard/ood.npz").exists()
         assert (root / f"metrics/subgroups/{name}/holdout.json").exists()
     summary = _read_json(project, "metrics/summary.json")
     assert summary["best"] in TINY["backbones"]
+    # the served scratch CNN is guarded like any model: the cat, coffee, ... are flagged
+    guard = _read_json(project, "metrics/guard.json")
+    assert guard["not_lesions_flagged"] == 5 and guard["held_out_flagged"] <= 0.05, guard
     served = _read_json(project, "models/served.json")
+    assert served["ood"]["extractor"] == "lite0"
     # The served backbone is the best on the validation images (never chosen on its test
     # ones), and its estimate is its own test score.
     labels = split.set_index("isic_id")["label"]
@@ -188,6 +192,8 @@ def test_cross_validation_on_real_isic_images(tmp_path):
     for fold in range(3):  # each fold is scored on its own held-out images
         scores = _read_json(project, f"metrics/backbones/small_cnn/{fold}.json")
         assert scores["n_images"] == (split["split"] == f"fold{fold}").sum()
+    guard = _read_json(project, "metrics/guard.json")  # real lesions, cross-fitted
+    assert guard["not_lesions_flagged"] == 5 and guard["held_out_flagged"] <= 0.05, guard
     summary = _read_json(project, "metrics/summary.json")
     for name in [*names, "ensemble"]:
         row = summary["scores"][name]

@@ -123,7 +123,7 @@ def test_predict_repeats_the_preprocessing_in_the_model_card(tmp_path, monkeypat
 def test_a_model_card_without_preprocessing_decodes_plain(repo):
     predictor = Predictor.load(repo / "models/small_cnn/holdout/model.keras")
     old_card = {k: v for k, v in predictor.card.items() if k != "preprocessing"}
-    old = Predictor(predictor.members, old_card, predictor.guards)
+    old = Predictor(predictor.members, old_card, predictor.guard)
     photo = jpeg_bytes(dermoscope_photo(120))
     assert np.array_equal(old.decode(photo), load_image(photo, SIZE))
 

@@ -79,30 +79,33 @@ def write_tiny_model(root: Path, backbone: str, image_size: int = 32,
     return path
 
 
-def write_guard(root: Path, backbone: str, ood_threshold: float = 1e9) -> None:
-    """models/<b>/holdout/ood.npz: one reference image at a fixed direction; the default
-    threshold flags nothing (tests of the flag set their own)."""
-    model = keras.models.load_model(root / "models" / backbone / "holdout" / "model.keras")
-    width = model.get_layer("pool").output.shape[-1]
-    OodGuard(np.eye(1, width, dtype=np.float32), ood_threshold).save(
-        root / "models" / backbone / "holdout" / "ood.npz")
+GUARD_SPEC = {"extractor": "lite0", "size": 32, "file": "models/guard/ood.npz",
+              "percentile": 99.0, "reference_images": 1}  # 32 px: the real network, fast
+
+
+def write_guard(root: Path, ood_threshold: float = 1e9) -> dict:
+    """models/guard/ as the guard stage writes it: one reference image at a fixed direction
+    in Lite0's feature space; the default threshold flags nothing (tests of the flag set
+    their own)."""
+    OodGuard(np.eye(1, 1280, dtype=np.float32), ood_threshold).save(root / GUARD_SPEC["file"])
+    spec = {**GUARD_SPEC, "threshold": ood_threshold}
+    (root / "models/guard/guard.json").write_text(json.dumps(spec))
+    return spec
 
 
 def write_served(root: Path, backbones: list[str], classes: list[str] = CLASSES,
                  image_size: int = 32, temperature: float = 1.0, threshold: float = 0.5,
                  ood_threshold: float = 1e9, preprocessing: dict | None = None) -> Path:
     """models/served.json as compare writes it: these backbones' holdout models averaged."""
-    for b in backbones:
-        write_guard(root, b, ood_threshold)
+    guard = write_guard(root, ood_threshold)
     card = {"name": "+".join(backbones) + " (holdout)", "classes": classes,
             "members": [{"backbone": b, "fold": "holdout",
-                         "model": f"models/{b}/holdout/model.keras",
-                         "ood": f"models/{b}/holdout/ood.npz"} for b in backbones],
+                         "model": f"models/{b}/holdout/model.keras"} for b in backbones],
             "calibration": {"method": "temperature", "temperature": temperature},
             "decision": {"refer_classes": [classes[-1]], "threshold": threshold,
                          "target_sensitivity": 0.85},
             "estimate": {"how": "the 10 test images of fold holdout", "roc_auc": 0.8},
-            "image_size": image_size, "preprocessing": preprocessing or {}}
+            "image_size": image_size, "preprocessing": preprocessing or {}, "ood": guard}
     if len(classes) == 2:  # compare's profile of the estimate's images (core/shift.py)
         q = np.linspace(0.05, 0.95, 60)
         card["shift_reference"] = reference_profile(np.column_stack([1 - q, q]), classes,

@@ -69,6 +69,25 @@ def _guarantee_lines(decision: dict, refer: dict) -> list[str]:
     return lines
 
 
+def _guard_lines(ood: dict | None) -> list[str]:
+    if not ood:
+        return ["This card has no out-of-distribution guard."]
+    measured = ood.get("measured", {})
+    lines = [f"A photo whose pooled ImageNet EfficientNet-{ood['extractor'].title()} features "
+             f"({ood['size']} px; the same for every model) lie farther from the "
+             f"{ood['reference_images']} development images than {ood['percentile']:g} % of "
+             "held-out lesions' do (mean distance to the 5 nearest) is flagged, and gets no "
+             "class, no referral decision and no heatmap."]
+    if "held_out_flagged" in measured:
+        lines[0] += (f" Measured: {measured['held_out_flagged']:.1%} of held-out lesions "
+                     f"flagged ({measured['how']})")
+        if "lockbox_flagged" in measured:
+            lines[0] += f", {measured['lockbox_flagged']:.1%} of the lockbox's"
+        lines[0] += (f"; {measured['not_lesions_flagged']} of {len(measured['not_lesions'])} "
+                     f"photos that are not lesions ({', '.join(measured['not_lesions'])}).")
+    return lines
+
+
 def _subgroup_rows(subgroups: dict) -> list[str]:
     rows = []
     for factor, groups in subgroups.items():
@@ -126,11 +145,7 @@ def render(card: dict[str, Any], split_counts: dict[str, dict[str, int]],
         f"Brier score {calibration.get('brier_before')} → {calibration.get('brier_after')}, "
         f"expected calibration error {calibration.get('ece_before')} → "
         f"{calibration.get('ece_after')} (before → after temperature scaling).", "",
-        "## Out-of-distribution guard",
-        "A photo whose pooled backbone features lie farther from the training images than "
-        "99 % of the validation images' (mean distance to the 5 nearest) is flagged and given "
-        "no class: by construction about 1 % of lesions like the validation images are "
-        "flagged.", "",
+        "## Out-of-distribution guard", *_guard_lines(card.get("ood")), "",
         "## Quantitative analyses: subgroups", *_subgroup_rows(subgroups), "",
     ]
     if lockbox:

@@ -57,10 +57,11 @@ def subgroups_file(backbone: str, fold: str) -> Path:
 SERVED_SUBGROUPS = Path("metrics/subgroups/served.json")
 
 
-def ood_file(backbone: str, fold: str) -> Path:
-    return model_dir(backbone, fold) / "ood.npz"
-
-
+GUARD_DIR = MODELS_DIR / "guard"  # guard: the OOD guard every served model uses
+GUARD_FILE = GUARD_DIR / "ood.npz"
+GUARD_CARD = GUARD_DIR / "guard.json"  # its feature space and threshold
+GUARD_METRICS = Path("metrics/guard.json")
+NOT_LESIONS_DIR = Path("data/external/not_lesions")  # photos the guard must flag
 SERVED_CARD = MODELS_DIR / "served.json"  # compare: the model predict/serve/export use
 MODEL_CARD = MODELS_DIR / "MODEL_CARD.md"  # compare: the served model's card for people
 SPLIT_METRICS = Path("metrics/split.json")  # split: images per split and class

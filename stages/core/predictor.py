@@ -24,8 +24,8 @@ from stages.core.images import Preprocessing, load_image
 from stages.core.inference import probs_and_features
 from stages.core.model_io import load_model
 from stages.core.ood import PERCENTILE as OOD_PERCENTILE
-from stages.core.ood import OodGuard
-from stages.core.paths import HOLDOUT, MODELS_DIR, SERVED_CARD
+from stages.core.ood_extractor import PhotoGuard
+from stages.core.paths import GUARD_CARD, HOLDOUT, MODELS_DIR, SERVED_CARD
 from stages.core.shift import adjust_to_batch_prior, check_batch
 from stages.core.tta import tta_predict
 
@@ -60,11 +60,27 @@ def available_backbones(models_dir: Path = MODELS_DIR) -> list[str]:
                    if p.with_suffix(".json").exists()})
 
 
+def find_guard(card: dict, path: Path, image_size: int) -> PhotoGuard | None:
+    """The OOD guard a model answers with: a served card's (its paths relative to the
+    repository), an exported model's (beside it), or for one fold model in the repository
+    the guard stage's; None where there is none."""
+    if path.suffix == ".json":
+        spec, base = card.get("ood"), path.parent.parent
+    elif "ood" in card:
+        spec, base = card["ood"], path.parent
+    else:  # models/<backbone>/<fold>/model.keras
+        parents = path.resolve().parents
+        base = parents[3] if len(parents) > 3 else Path("/nonexistent")
+        spec = (json.loads((base / GUARD_CARD).read_text()) if (base / GUARD_CARD).exists()
+                else None)
+    return PhotoGuard.load(spec, base / spec["file"], image_size) if spec else None
+
+
 @dataclass
 class Predictor:
     members: list[keras.Model]
     card: dict  # served.json, or one model's card (then no calibration and no decision)
-    guards: list[OodGuard | None] = field(default_factory=list)
+    guard: PhotoGuard | None = None
     # What prepare applied, from the card (an older card without it: both steps off); read
     # here so that a card this code cannot follow fails at load, not at the first photo.
     preprocessing: Preprocessing = field(init=False)
@@ -75,8 +91,8 @@ class Predictor:
 
     @classmethod
     def load(cls, path: Path) -> Predictor:
-        """A served card (.json with members), one model.keras (its ood.npz if beside it), or an
-        exported folder (models/export, as `dvc artifacts get` fetches it)."""
+        """A served card (.json with members), one model.keras, or an exported folder
+        (models/export, as `dvc artifacts get` fetches it), with its OOD guard."""
         path = Path(path)
         if path.is_dir():
             path = path / "model.keras"
@@ -86,13 +102,10 @@ class Predictor:
             card = json.loads(path.read_text())
             root = path.parent.parent  # member paths are relative to the repository
             loaded = [load_model(root / m["model"])[0] for m in card["members"]]
-            guards = [OodGuard.load(root / m["ood"]) if (root / m["ood"]).exists() else None
-                      for m in card["members"]]
         else:
             model, card = load_model(path)
-            loaded, guards = [model], [OodGuard.load(path.with_name("ood.npz"))
-                                       if path.with_name("ood.npz").exists() else None]
-        predictor = cls(loaded, card, guards)
+            loaded = [model]
+        predictor = cls(loaded, card, find_guard(card, path, int(card["image_size"])))
         # One call on a blank image builds the compiled predict functions now, so the first
         # real request is not the slow one.
         predictor.assess(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8))
@@ -125,13 +138,11 @@ class Predictor:
     def assess(self, images: np.ndarray, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(calibrated class probabilities (n, classes), out-of-distribution scores (n,)) for a
         uint8 batch; a score above 1 is out of distribution (NaN: no guard was fitted)."""
-        probs, scores = [], []
-        outputs = self._run(images.astype(np.float32))
-        for model, (p, features), guard in zip(self.members, outputs, self.guards, strict=True):
-            probs.append(tta_predict(model, images) if tta else p)
-            scores.append(guard.score(features) if guard else np.full(len(images), np.nan))
-        mean = np.mean(probs, axis=0)
-        return apply_temperature(mean, self.temperature), np.mean(scores, axis=0)
+        probs = [tta_predict(model, images) if tta else p
+                 for model, (p, _) in zip(self.members, self._run(images.astype(np.float32)),
+                                          strict=True)]
+        scores = self.guard.score(images) if self.guard else np.full(len(images), np.nan)
+        return apply_temperature(np.mean(probs, axis=0), self.temperature), scores
 
     def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
         return self.assess(images, tta)[0]

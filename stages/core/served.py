@@ -44,7 +44,6 @@ from stages.core.paths import (
     LOCKBOX,
     metrics_file,
     model_dir,
-    ood_file,
     predictions_file,
 )
 
@@ -301,8 +300,8 @@ def build_served(candidates: list[list[str]], folds: list, serve: str, truth: pd
                "fitted on its validation images)")
         final = fit_decision(val, classes, rule)
     lockbox = _lockbox_scores(backbones, served_folds, truth, classes, final, resamples, seed)
-    members = [{"backbone": b, "fold": f, "model": str(model_dir(b, f) / "model.keras"),
-                "ood": str(ood_file(b, f))} for b in backbones for f in served_folds]
+    members = [{"backbone": b, "fold": f, "model": str(model_dir(b, f) / "model.keras")}
+               for b in backbones for f in served_folds]
     card = {
         "name": "+".join(backbones) + (f" × {len(served_folds)} folds"
                                        if len(served_folds) > 1 else f" ({served_folds[0]})"),
