@@ -2,6 +2,7 @@
 maths, export) against everything else (process start-up, imports, reading shards, DVC).
 
     python bench/profile_time.py uda1          # profiles/uda1.yaml, the features cache empty
+    python bench/profile_time.py uda1 --results --keep   # copy results here, keep the clone
 
 Clones the committed repository beside it (so the profile's ../shared/data paths hold), runs
 `python -m stages.app.profile run <name>` there (a fresh clone: no run-cache, no features)
@@ -57,6 +58,8 @@ def main() -> None:
     parser.add_argument("--results", action="store_true",
                         help="copy the run's results/<name>/ into this repository (they are "
                              "the committed code's results: commit them)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the clone, with the profile's models (e.g. to adapt them)")
     args = parser.parse_args()
     workdir = REPO.parent / f"{REPO.name}-bench-{args.name}"
     shutil.rmtree(workdir, ignore_errors=True)
@@ -69,7 +72,8 @@ def main() -> None:
             shutil.rmtree(REPO / "results" / args.name, ignore_errors=True)
             shutil.copytree(workdir / "results" / args.name, REPO / "results" / args.name)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
     wall = collections.Counter()
     for stage, seconds in stages.items():
         wall[stage.split("@")[0]] += seconds

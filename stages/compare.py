@@ -159,6 +159,11 @@ def served_markdown(card: dict) -> str:
         f"- referral threshold {card['decision']['threshold']:.4f} on P("
         f"{' + '.join(card['decision']['refer_classes'])}): {decision_statement(card)}; "
         f"estimated sensitivity {interval(ref, 'sensitivity')}" + guarantee_cost(ref),
+        *([f"- predicted class: arg-max after per-class biases for balanced accuracy "
+           f"{card['calibration']['class_bias']}: balanced accuracy {gain['with_bias']:.3f} "
+           f"against {gain['without_bias']:.3f} by the plain arg-max, paired gain "
+           f"{interval(gain, 'gain')} (biases cross-fitted)"]
+          if (gain := est.get("class_bias_gain")) else []),
         f"- calibration (temperature {card['calibration']['temperature']:.3f}): Brier "
         f"{cal['brier_before']:.3f} → {cal['brier_after']:.3f}, ECE {cal['ece_before']:.3f} → "
         f"{cal['ece_after']:.3f}",
@@ -200,10 +205,12 @@ def data_description(params: dict) -> dict[str, str]:
 
 def referral_rule(params: dict) -> Rule:
     confidence = get(params, "compare.sensitivity_confidence")
+    balance = choice(params, "compare.class_decision", ("argmax", "balanced")) == "balanced"
     if confidence is None:
-        return Rule(number(params, "compare.target_sensitivity", 0.01, 1.0))
+        return Rule(number(params, "compare.target_sensitivity", 0.01, 1.0),
+                    balance_classes=balance)
     return Rule(number(params, "compare.target_sensitivity", 0.01, 0.999),
-                number(params, "compare.sensitivity_confidence", 0.5, 0.999))
+                number(params, "compare.sensitivity_confidence", 0.5, 0.999), balance)
 
 
 def main() -> None:

@@ -124,7 +124,8 @@ def served_graph(predictor: Predictor) -> keras.Model:
     inputs = keras.Input((size, size, 3), name="image")
     outputs = [probs for probs, _ in member_outputs(predictor.members, inputs)]
     mean = keras.layers.Average(name="mean")(outputs) if len(outputs) > 1 else outputs[0]
-    calibrated = TemperatureScaling(predictor.temperature, name="calibration")(mean)
+    calibrated = TemperatureScaling(predictor.temperature, predictor.class_bias,
+                                    name="calibration")(mean)
     return keras.Model(inputs, calibrated, name="served")
 
 

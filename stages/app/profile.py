@@ -42,13 +42,14 @@ RESULTS_DIR = Path("results")
 README = Path("README.md")
 # What the pipeline writes that a profile run replaces, restored from git afterwards.
 WORKSPACE_FILES = ["params.yaml", "dvc.lock", "metrics", "models/served.json",
-                   "models/MODEL_CARD.md"]
+                   "models/MODEL_CARD.md", "models/guard/guard.json"]
 RESULT_FILES = {  # results/<name>/<key> ← value
     "summary.json": "metrics/summary.json",
     "leaderboard.md": "metrics/leaderboard.md",
     "served.json": "models/served.json",
     "MODEL_CARD.md": "models/MODEL_CARD.md",
     "subgroups.json": "metrics/subgroups/served.json",
+    "guard.json": "metrics/guard.json",
     "dvc.lock": "dvc.lock",
 }
 TABLE_START, TABLE_END = "<!-- profiles:start -->", "<!-- profiles:end -->"
@@ -173,26 +174,48 @@ def stale_reasons(name: str) -> list[str]:
 def table() -> str:
     """The README's table of profiles, from results/*/ (and whether each is current)."""
     rows = ["| profile | served model | estimate (95 % CI) | at the referral threshold | "
-            "lockbox (the served model) | wall time, CPU | results |",
-            "|---|---|---|---|---|---|---|"]
+            "OOD guard flags | lockbox (the served model) | wall time, CPU | results |",
+            "|---|---|---|---|---|---|---|---|"]
     for spec in sorted(PROFILES_DIR.glob("*.yaml")):
         name, results = spec.stem, RESULTS_DIR / spec.stem
         if not (results / "summary.json").exists():
-            rows.append(f"| [{name}]({spec}) | | | | | | not run |")
+            rows.append(f"| [{name}]({spec}) | | | | | | | not run |")
             continue
         served = json.loads((results / "summary.json").read_text())["served"]
         run_info = json.loads((results / "run.json").read_text())
         est, lockbox = served["estimate"], served.get("lockbox")
-        headline = _headline(est)
-        refer = est["referral"]
         stale = stale_reasons(name)
         rows.append(
-            f"| [{name}]({spec}) | {served['name']} | {headline} | sensitivity "
-            f"{_with_ci(refer, 'sensitivity')}, specificity {_with_ci(refer, 'specificity')} | "
+            f"| [{name}]({spec}) | {served['name']} | {_headline(est)} | "
+            f"{_referral(served['decision'], est['referral'])} | "
+            f"{_guard(results / 'guard.json')} | "
             f"{_headline(lockbox) if lockbox else '—'} | "
             f"{run_info['wall_seconds'] / 60:.1f} min, {run_info['cpu']} | "
             f"{'current' if not stale else 'STALE: ' + '; '.join(stale)[:200]} |")
     return "\n".join(rows)
+
+
+def _referral(decision: dict, referral: dict) -> str:
+    """What the threshold promises, what it achieved out of fold, and what the promise costs
+    (the plain rule's specificity)."""
+    promise = (f"sensitivity ≥ {decision['target_sensitivity']:.2f} with "
+               f"{decision['confidence']:.0%} confidence, from {decision['from_malignant']} "
+               "malignant: " if decision.get("confidence") else "")
+    said = (f"{promise}sensitivity {_with_ci(referral, 'sensitivity')}, specificity "
+            f"{_with_ci(referral, 'specificity')}")
+    plain = referral.get("without_guarantee")
+    return said + (f"; without the guarantee specificity {plain['specificity']:.3f}"
+                   if plain else "")
+
+
+def _guard(path: Path) -> str:
+    if not path.exists():
+        return "—"
+    guard = json.loads(path.read_text())
+    lockbox = (f", lockbox {guard['lockbox_flagged']:.1%}" if "lockbox_flagged" in guard
+               else "")
+    return (f"held-out lesions {guard['held_out_flagged']:.1%}{lockbox}; not lesions "
+            f"{guard['not_lesions_flagged']}/{len(guard['not_lesions'])}")
 
 
 def _with_ci(scores: dict, key: str) -> str:

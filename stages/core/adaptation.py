@@ -1,7 +1,8 @@
 """Adapting the served model's decision to a new site with a few labelled images.
 
 The network and its members stay as they are: on the site's images, a second temperature is
-fitted on top of the card's (temperatures compose: T1 then T2 is T1·T2) and the referral
+fitted on top of the card's (temperatures compose: T1 then T2 is T1·T2; a balanced-accuracy
+class bias b becomes b / T2, the biases themselves are not refitted) and the referral
 threshold is chosen again with the card's rule (target sensitivity and, with a confidence,
 the finite-sample guarantee of calibration.guaranteed_threshold), now over the site's
 malignant images. What that achieves there is estimated by cross-fitting over the site's
@@ -52,12 +53,17 @@ def adapt_card(card: dict, site: Predictions, where: str, resamples: int, seed: 
     before = refer_score(site.probs, classes) >= card["decision"]["threshold"]
     result = estimate(site, site, classes, rule, True, resamples, seed)
     final = fit_decision(site, classes, rule)
+    # softmax((log p / T1 + b) / T2) = softmax(log p / (T1 T2) + b / T2)
     temperature = round(card["calibration"]["temperature"] * final.temperature, 2 * DECIMALS)
+    bias = card["calibration"].get("class_bias")
+    calibration = {**card["calibration"], "temperature": temperature,
+                   **({"class_bias": [round(b / final.temperature, 2 * DECIMALS) for b in bias]}
+                      if bias else {})}
     folds = len(np.unique(site.groups))
     return {
         **{k: v for k, v in card.items() if k not in ("lockbox", "estimate")},
         "name": f"{card['name']} adapted to {where}",
-        "calibration": {**card["calibration"], "temperature": temperature},
+        "calibration": calibration,
         "decision": {**card["decision"], "threshold": final.threshold,
                      "from_malignant": final.malignant},
         "estimate": {"how": f"the {len(site.labels)} labelled images of {where}, calibration "

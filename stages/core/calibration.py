@@ -26,8 +26,13 @@ from stages.core.labels import CODES
 EPS = 1e-7
 
 
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+def apply_temperature(probs: np.ndarray, temperature: float,
+                      class_bias: np.ndarray | list | None = None) -> np.ndarray:
+    """softmax(log(p) / T + b): temperature scaling, then (optionally) the per-class biases
+    of the balanced-accuracy decision rule (core/class_decision.py)."""
     logits = np.log(np.clip(probs, EPS, 1.0)) / temperature
+    if class_bias is not None:
+        logits = logits + np.asarray(class_bias)
     logits -= logits.max(axis=1, keepdims=True)
     scaled = np.exp(logits)
     return scaled / scaled.sum(axis=1, keepdims=True)

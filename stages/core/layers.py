@@ -30,19 +30,24 @@ def batch_norm(name: str | None = None) -> keras.layers.BatchNormalization:
 
 @keras.saving.register_keras_serializable(package="skin_lesion")
 class TemperatureScaling(keras.layers.Layer):
-    """Probabilities → softmax(log(p) / T): the calibration of core/calibration.py, inside a
-    graph, so an exported served model answers calibrated without our Python."""
+    """Probabilities → softmax(log(p) / T + b): the calibration of core/calibration.py (with
+    the balanced-accuracy biases when the card has them), inside a graph, so an exported
+    served model answers calibrated without our Python."""
 
-    def __init__(self, temperature: float = 1.0, **kwargs):
+    def __init__(self, temperature: float = 1.0, class_bias: list | None = None, **kwargs):
         super().__init__(**kwargs)
         self.temperature = float(temperature)
+        self.class_bias = None if class_bias is None else [float(b) for b in class_bias]
 
     def call(self, probs):
         logits = keras.ops.log(keras.ops.clip(probs, 1e-7, 1.0)) / self.temperature
+        if self.class_bias is not None:
+            logits = logits + keras.ops.convert_to_tensor(self.class_bias, dtype=logits.dtype)
         return keras.ops.softmax(logits, axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}
+        return {**super().get_config(), "temperature": self.temperature,
+                "class_bias": self.class_bias}
 
 
 # The eight symmetries of the square, as (transpose?, flip rows?, flip columns?) of an

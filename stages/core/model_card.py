@@ -123,7 +123,12 @@ def render(card: dict[str, Any], split_counts: dict[str, dict[str, int]],
         f"preprocessing {card.get('preprocessing')}.",
         f"- Members: {len(card['members'])} model(s) of {', '.join(members)}, probabilities "
         "averaged, then temperature-scaled (T = "
-        f"{card['calibration']['temperature']}).",
+        f"{card['calibration']['temperature']})"
+        + (f", then per-class biases {card['calibration']['class_bias']} on the "
+           "log-probabilities for balanced accuracy (the predicted class is their arg-max; "
+           f"balanced accuracy {gain['with_bias']:.3f} against {gain['without_bias']:.3f} "
+           "without them, biases cross-fitted)."
+           if (gain := estimate.get("class_bias_gain")) else "."),
         "",
         "## Intended use", INTENDED_USE, "",
         "## Out-of-scope use", OUT_OF_SCOPE, "",

@@ -130,6 +130,12 @@ class Predictor:
         return 1.0 if calibration.get("inside_graph") else float(
             calibration.get("temperature", 1.0))
 
+    @property
+    def class_bias(self) -> list[float] | None:
+        """The balanced-accuracy decision rule's biases (core/class_decision.py), if any."""
+        calibration = self.card.get("calibration", {})
+        return None if calibration.get("inside_graph") else calibration.get("class_bias")
+
     def decode(self, source: str | Path | bytes | BinaryIO, size: int | None = None) -> np.ndarray:
         """The model's input for one file or upload (at another `size` for display); raises
         images.ImageError if unusable."""
@@ -142,7 +148,8 @@ class Predictor:
                  for model, (p, _) in zip(self.members, self._run(images.astype(np.float32)),
                                           strict=True)]
         scores = self.guard.score(images) if self.guard else np.full(len(images), np.nan)
-        return apply_temperature(np.mean(probs, axis=0), self.temperature), scores
+        return apply_temperature(np.mean(probs, axis=0), self.temperature,
+                                 self.class_bias), scores
 
     def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
         return self.assess(images, tta)[0]

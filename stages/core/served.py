@@ -31,6 +31,7 @@ from stages.core.calibration import (
     reliability,
     threshold_for_sensitivity,
 )
+from stages.core.class_decision import fit_class_bias
 from stages.core.errors import MissingInputError
 from stages.core.metrics import (
     bootstrap_intervals,
@@ -138,6 +139,7 @@ class Rule:
     same source with that confidence (calibration.guaranteed_threshold)."""
     target: float
     confidence: float | None = None
+    balance_classes: bool = False  # per-class biases for balanced accuracy (class_decision)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,10 @@ class Decision:
     temperature: float
     threshold: float
     malignant: int  # malignant images the threshold was chosen on
+    class_bias: tuple[float, ...] | None = None
+
+    def calibrate(self, probs: np.ndarray) -> np.ndarray:
+        return apply_temperature(probs, self.temperature, self.class_bias)
 
 
 # The decision's numbers are kept to 4 decimals, and these rounded values are the ones
@@ -156,6 +162,8 @@ DECIMALS = 4
 def fit_decision(p: Predictions, classes: list[str], rule: Rule) -> Decision:
     temperature = round(fit_temperature(p.labels, p.probs), DECIMALS)
     calibrated = apply_temperature(p.probs, temperature)
+    bias = tuple(fit_class_bias(p.labels, calibrated)) if rule.balance_classes else None
+    calibrated = apply_temperature(p.probs, temperature, bias)
     malignant = np.isin(p.labels, malignant_classes(classes))
     score = refer_score(calibrated, classes)
     threshold = (threshold_for_sensitivity(malignant, score, rule.target)
@@ -164,7 +172,7 @@ def fit_decision(p: Predictions, classes: list[str], rule: Rule) -> Decision:
     # rounded down: a lower threshold flags every image the exact one flags (and so keeps
     # the guarantee)
     return Decision(temperature, float(np.floor(threshold * 10**DECIMALS) / 10**DECIMALS),
-                    int(malignant.sum()))
+                    int(malignant.sum()), bias)
 
 
 def _decision_scores(malignant: np.ndarray, refer: np.ndarray) -> dict:
@@ -179,6 +187,20 @@ def decision_with_intervals(malignant: np.ndarray, refer: np.ndarray, resamples:
     return {**_decision_scores(malignant, refer), **bootstrap_intervals(
         malignant.astype(int), lambda ix: _decision_scores(malignant[ix], refer[ix]),
         resamples, seed)}
+
+
+def balanced_accuracy_gain(labels: np.ndarray, with_bias: np.ndarray, without: np.ndarray,
+                           resamples: int, seed: int) -> dict:
+    """Balanced accuracy with and without the class biases on the same images, and the
+    paired gain with its 95 % bootstrap interval."""
+    def scores(ix: np.ndarray) -> dict:
+        biased = skm.balanced_accuracy_score(labels[ix], with_bias[ix].argmax(axis=1))
+        plain = skm.balanced_accuracy_score(labels[ix], without[ix].argmax(axis=1))
+        return {"with_bias": biased, "without_bias": plain, "gain": biased - plain}
+    everything = np.arange(len(labels))
+    return {k: round(float(v), 6) for k, v in
+            {**scores(everything), **bootstrap_intervals(labels, scores, resamples, seed)}
+            .items()}
 
 
 @dataclass
@@ -196,15 +218,21 @@ def estimate(fit_on: Predictions, test: Predictions, classes: list[str], rule: R
     calibrated = np.empty_like(test.probs)
     rules = {"rule": rule, "point": Rule(rule.target)} if rule.confidence else {"rule": rule}
     refer = {name: np.zeros(len(test.labels), bool) for name in rules}
+    plain = np.empty_like(test.probs)
     for g in np.unique(test.groups):
         here = test.groups == g
         fit_part = restrict(fit_on, fit_on.groups != g) if cross_fit else fit_on
         for name, r in rules.items():
             decision = fit_decision(fit_part, classes, r)
-            calibrated[here] = apply_temperature(test.probs[here], decision.temperature)
+            calibrated[here] = decision.calibrate(test.probs[here])
+            if rule.balance_classes:  # what the arg-max would give without the biases
+                plain[here] = apply_temperature(test.probs[here], decision.temperature)
             refer[name][here] = refer_score(calibrated[here], classes) >= decision.threshold
     scores = with_intervals(test.labels, calibrated, classes, resamples, seed)
     scores.pop("confusion_matrix")
+    if rule.balance_classes:
+        scores["class_bias_gain"] = balanced_accuracy_gain(test.labels, calibrated, plain,
+                                                           resamples, seed)
     malignant = np.isin(test.labels, malignant_classes(classes))
     scores["referral"] = {"target_sensitivity": rule.target,
                           "confidence": rule.confidence,
@@ -236,8 +264,7 @@ def _lockbox_scores(backbones: list[str], folds: list[str], truth: pd.Series,
         return None
     tables = [member_mean([b], f, LOCKBOX, truth, classes) for b in backbones for f in folds]
     order, labels = tables[0][0].index, tables[0][1]
-    probs = apply_temperature(np.mean([t.loc[order].to_numpy() for t, _ in tables], axis=0),
-                              decision.temperature)
+    probs = decision.calibrate(np.mean([t.loc[order].to_numpy() for t, _ in tables], axis=0))
     scores = with_intervals(labels, probs, classes, resamples, seed)
     scores.pop("confusion_matrix")
     malignant = np.isin(labels, malignant_classes(classes))
@@ -307,7 +334,10 @@ def build_served(candidates: list[list[str]], folds: list, serve: str, truth: pd
                                        if len(served_folds) > 1 else f" ({served_folds[0]})"),
         "classes": classes,
         "members": members,
-        "calibration": {"method": "temperature", "temperature": final.temperature},
+        "calibration": {"method": "temperature", "temperature": final.temperature,
+                        **({"method": "temperature, then per-class biases for balanced "
+                                      "accuracy (core/class_decision.py)",
+                            "class_bias": list(final.class_bias)} if final.class_bias else {})},
         "decision": {"refer_classes": [classes[i] for i in malignant_classes(classes)],
                      "threshold": final.threshold,
                      "target_sensitivity": rule.target,

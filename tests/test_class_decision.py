@@ -1,0 +1,52 @@
+"""The balanced-accuracy decision rule (core/class_decision.py): biases that move the arg-max
+towards rare classes raise balanced accuracy where the arg-max neglects them, change nothing
+where it does not, and are applied alike by numpy and the exported graph."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score
+
+from stages.core.calibration import apply_temperature
+from stages.core.class_decision import fit_class_bias
+from stages.core.layers import TemperatureScaling
+from stages.core.served import balanced_accuracy_gain
+
+
+def _imbalanced(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated posteriors of three classes with priors 0.8 / 0.15 / 0.05."""
+    rng = np.random.default_rng(seed)
+    prior = np.array([0.8, 0.15, 0.05])
+    labels = rng.choice(3, n, p=prior)
+    x = rng.normal(np.eye(3)[labels] * 1.5, 1.0)
+    joint = prior * np.exp(-0.5 * ((x[:, None, :] - 1.5 * np.eye(3)[None]) ** 2).sum(-1))
+    return labels, joint / joint.sum(axis=1, keepdims=True)
+
+
+def test_biases_raise_balanced_accuracy_on_new_images_of_the_same_kind():
+    labels, probs = _imbalanced(3000, 0)
+    bias = fit_class_bias(labels, probs)
+    assert bias[0] == 0 and bias[2] > bias[1] > 0  # rarer class, larger bias
+    test_labels, test_probs = _imbalanced(3000, 1)
+    plain = balanced_accuracy_score(test_labels, test_probs.argmax(axis=1))
+    biased = balanced_accuracy_score(test_labels, apply_temperature(test_probs, 1.0, bias)
+                                     .argmax(axis=1))
+    assert biased > plain + 0.05, (plain, biased)
+    gain = balanced_accuracy_gain(test_labels, apply_temperature(test_probs, 1.0, bias),
+                                  test_probs, 200, 0)
+    assert gain["gain"] == pytest.approx(biased - plain, abs=1e-6) and gain["gain_ci_low"] > 0
+
+
+def test_balanced_classes_need_no_bias():
+    rng = np.random.default_rng(2)
+    labels = np.repeat([0, 1, 2], 200)
+    probs = np.full((600, 3), 0.2)
+    probs[np.arange(600), labels] = 0.6  # every image right already
+    assert not fit_class_bias(labels, probs + rng.uniform(0, 0.01, probs.shape)).any()
+
+
+def test_the_exported_layer_applies_temperature_and_bias_as_numpy_does():
+    _, probs = _imbalanced(20, 3)
+    layer = TemperatureScaling(1.3, [0.0, 0.4, 1.1])
+    got = np.asarray(layer(probs.astype("float32")))
+    np.testing.assert_allclose(got, apply_temperature(probs, 1.3, [0.0, 0.4, 1.1]), atol=1e-5)
+    assert TemperatureScaling.from_config(layer.get_config()).class_bias == [0.0, 0.4, 1.1]
