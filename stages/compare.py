@@ -158,7 +158,7 @@ def served_markdown(card: dict) -> str:
         f"{ref['pauc_above_80_tpr']:.3f} (of 0.2)",
         f"- referral threshold {card['decision']['threshold']:.4f} on P("
         f"{' + '.join(card['decision']['refer_classes'])}): {decision_statement(card)}; "
-        f"estimated sensitivity {interval(ref, 'sensitivity')}" + guarantee_cost(ref),
+        f"estimated sensitivity {interval(ref, 'sensitivity')}",
         *([f"- predicted class: arg-max after per-class biases for balanced accuracy "
            f"{card['calibration']['class_bias']}: balanced accuracy {gain['with_bias']:.3f} "
            f"against {gain['without_bias']:.3f} by the plain arg-max, paired gain "
@@ -173,16 +173,6 @@ def served_markdown(card: dict) -> str:
            f"{interval(box['referral'], 'specificity')}"]
           if (box := card.get("lockbox")) else []),
     ]) + "\n"
-
-
-def guarantee_cost(referral: dict) -> str:
-    """What the guarantee costs: the plain rule's specificity beside the guaranteed one's."""
-    plain = referral.get("without_guarantee")
-    if not plain:
-        return ""
-    return (f"; without the guarantee (flag {referral['target_sensitivity']:.0%} of the "
-            f"validation images) sensitivity {plain['sensitivity']:.3f}, specificity "
-            f"{plain['specificity']:.3f}")
 
 
 def data_description(params: dict) -> dict[str, str]:

@@ -40,7 +40,7 @@ def test_every_section_with_the_served_models_figures():
         assert f"## {section}" in text, section
     assert "0.848 (95 % CI 0.802–0.891)" in text and "P(malignant) ≥ 0.169" in text
     assert "at least 85% of malignant lesions with 95% confidence" in text
-    assert "specificity would be 70.0%" in text
+    assert "against 0.70 for the threshold that flags 85%" in text
     assert "| sex | female | 112 | 0.857 |" in text and "| fold0 | 57 | 23 |" in text
     assert "## Lockbox" in text and "256 px copies" in text and "synthetic" not in text
 

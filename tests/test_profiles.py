@@ -65,3 +65,14 @@ def test_a_profile_run_refuses_a_workspace_with_uncommitted_params(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(profile.PipelineError, match="uncommitted changes"):
         profile.run("uda1", [], keep=False)
+
+
+@pytest.mark.parametrize("results", [REPO / "metrics", *sorted((REPO / "results").glob("*/"))],
+                         ids=lambda p: p.name)
+def test_committed_guards_flag_every_non_lesion_and_few_held_out_lesions(results):
+    """The default's (metrics/guard.json) and each profile's committed guard figures: what
+    issue #25 asks of one guard for every model."""
+    import json
+    guard = json.loads((results / "guard.json").read_text())
+    assert guard["not_lesions_flagged"] == len(guard["not_lesions"]) == 5, guard
+    assert guard["held_out_flagged"] <= 0.05, guard

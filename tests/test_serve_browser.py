@@ -139,6 +139,7 @@ def test_upload_shows_probabilities_and_heatmap_then_errors(server, browser, tmp
     bars = browser.find_elements(By.CSS_SELECTOR, "#bars li")
     assert sorted(b.get_attribute("data-class") for b in bars) == ["benign", "malignant"]
     assert "the referral threshold (score" in browser.find_element(By.ID, "refer").text
+    assert "85% of the malignant lesions" in browser.find_element(By.ID, "decision").text
     assert not browser.find_element(By.ID, "ood").is_displayed()
     probs = [float(b.get_attribute("data-probability")) for b in bars]
     assert sum(probs) == pytest.approx(1.0, abs=1e-4) and probs == sorted(probs, reverse=True)

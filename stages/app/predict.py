@@ -104,9 +104,11 @@ def format_shift(shift: dict, adjusted: bool) -> str:
     """The batch's shift check as lines: the verdict, then each sign against its reference."""
     lines = ["", f"batch: {shift['message']}"]
     for sign in shift.get("signs", []):
-        against = (f"reference {sign['reference']:.3f}, batch 99.75 % interval "
+        reference = ("" if sign["reference"] is None
+                     else f"reference {sign['reference']:.3f}, ")
+        against = (f"{reference}batch 99.75 % interval "
                    f"{sign['interval'][0]:.3f}–{sign['interval'][1]:.3f}" if "interval" in sign
-                   else f"reference {sign['reference']:.3f}, p = {sign['p_value']:.2g}")
+                   else f"{reference}p = {sign['p_value']:.2g}")
         lines.append(f"  {'OUTSIDE' if sign['outside'] else 'ok':7} {sign['sign']}: "
                      f"{sign['batch']:.3f} ({against})")
     if adjusted:

@@ -135,6 +135,9 @@ def decision_statement(card: dict) -> str:
         low, high = referral.get("specificity_ci_low"), referral.get("specificity_ci_high")
         said += f"; expected specificity {referral['specificity']:.2f}" + (
             f" ({low:.2f}–{high:.2f})" if low is not None else "")
+    if plain := referral.get("without_guarantee"):  # what the promise costs
+        said += (f", against {plain['specificity']:.2f} for the threshold that flags "
+                 f"{target:.0%} of the validation images, which promises nothing")
     return said
 
 

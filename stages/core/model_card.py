@@ -52,21 +52,17 @@ def _scores_table(scores: dict) -> list[str]:
     return ["| metric | value |", "|---|---|", *[f"| {name} | {value} |" for name, value in rows]]
 
 
-def _guarantee_lines(decision: dict, refer: dict) -> list[str]:
+def _guarantee_lines(decision: dict) -> list[str]:
     if not decision.get("confidence"):
         return []
-    lines = [
+    return [
         "", "The guarantee is a finite-sample bound (training-conditional conformal, "
         "stages/core/calibration.py): it holds for new images exchangeable with the "
-        "validation ones, from the same source, and only then. A new clinic, device or "
-        "population breaks that assumption: adapt the threshold there "
-        "(`python -m stages.app.adapt`) and watch the batch shift warning of predict."]
-    plain = refer.get("without_guarantee")
-    if plain:
-        lines[-1] += (f" Its cost here: without it (flag {decision['target_sensitivity']:.0%} "
-                      f"of the validation images) specificity would be "
-                      f"{plain['specificity']:.1%} and sensitivity {plain['sensitivity']:.1%}.")
-    return lines
+        "validation ones, from the same source, and only then. With cross-validation it is "
+        "computed on each fold model's scores of the images it did not train on, while the "
+        "served model averages the fold models: close to those scores, not the same. A new "
+        "clinic, device or population breaks the assumption: adapt the threshold there "
+        "(`python -m stages.app.adapt`) and heed predict's batch shift warning."]
 
 
 def _guard_lines(ood: dict | None) -> list[str]:
@@ -145,7 +141,7 @@ def render(card: dict[str, Any], split_counts: dict[str, dict[str, int]],
         f"{decision_statement(card)}. On the evaluation images above (thresholds "
         f"chosen without them) it flagged {refer.get('sensitivity', float('nan')):.1%} of the "
         f"malignant ones and passed {refer.get('specificity', float('nan')):.1%} of the "
-        "others.", *_guarantee_lines(decision, refer), "",
+        "others.", *_guarantee_lines(decision), "",
         "## Calibration",
         f"Brier score {calibration.get('brier_before')} → {calibration.get('brier_after')}, "
         f"expected calibration error {calibration.get('ece_before')} → "
