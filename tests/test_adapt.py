@@ -99,3 +99,15 @@ def test_a_uda1_decision_adapted_with_150_ham10000_images_holds_on_other_ham1000
     assert achieved["sensitivity"] >= 0.85 - 0.05, achieved  # ~190 malignant: sd ~0.025
     for key in ("sensitivity", "specificity"):  # the site estimate's interval holds elsewhere
         assert estimate[f"{key}_ci_low"] <= achieved[key] <= estimate[f"{key}_ci_high"], key
+
+
+def test_a_site_folder_of_one_kind_only_is_refused_with_the_reason(tmp_path, monkeypatch):
+    from stages.core.errors import PipelineError
+    repo = write_trained_repo(tmp_path / "repo", {"small_cnn": 0.9}, 32)
+    site = tmp_path / "benign_only"
+    meta = generate(site, 12, 64, 0.3, seed=3)
+    meta.assign(benign_malignant="benign", diagnosis="nevus").to_csv(site / "metadata.csv",
+                                                                     index=False)
+    monkeypatch.chdir(repo)
+    with pytest.raises(PipelineError, match="0 of 12 usable images are malignant"):
+        adapt.main(adapt.parse_args([str(site), "--site", "x", "--bootstrap", "0"]))

@@ -112,6 +112,11 @@ def main(args: argparse.Namespace) -> None:
     site = re.sub(r"[^A-Za-z0-9_.-]+", "-", args.site).strip("-") or "site"
     out = Path(args.model).with_name(f"served-{site}.json")
     site_images, groups, skipped = read_labelled(args.folder, args.layout, predictor)
+    malignant = np.isin(site_images.labels, malignant_classes(predictor.classes))
+    if malignant.all() or not malignant.any():
+        raise PipelineError(
+            f"{args.folder}: {int(malignant.sum())} of {len(malignant)} usable images are "
+            "malignant; adapting the threshold needs labelled malignant and benign images")
     site_images.groups[:] = site_folds(site_images.labels, groups, args.folds, args.seed)
     write_report(skipped, out.with_suffix(".rejected.csv"))
     adapted = adapt_card(card, site_images, args.site, args.bootstrap, args.seed)
