@@ -72,37 +72,13 @@ def test_false_alarms_are_rare_on_batches_like_the_reference():
 @pytest.mark.skipif(not (UDA1_DIR.is_dir() and HAM_DIR.is_dir()),
                     reason="needs ../shared/data/isic-uda1-dev and ham10000-dev")
 def test_a_uda1_model_warns_on_ham10000_photos_and_not_on_held_out_uda1_ones():
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_predict
-
-    from stages.core import lite
-    from stages.core.calibration import apply_temperature, fit_temperature, guaranteed_threshold
-    from stages.core.images import load_image
     from stages.core.sources.local import read_source
+    from tests.real_lesion_model import fit_lesion_model
 
-    size = 128
     uda, _ = read_source(UDA1_DIR)
     uda = uda.sample(frac=1.0, random_state=0)
     ham, _ = read_source(HAM_DIR)
-    ham = ham.sample(n=100, random_state=0)
-    base = lite.build_efficientnet_lite("lite0", (size, size, 3), include_top=False,
-                                        pooling="avg")
-    lite.load_imagenet_weights(base, "lite0")
-
-    def features(paths) -> np.ndarray:
-        images = np.stack([load_image(p, size) for p in paths]).astype("float32")
-        return base.predict(images, batch_size=32, verbose=0)
-
-    dev, held = features(uda["image_path"][:300]), features(uda["image_path"][300:])
-    labels = (uda["benign_malignant"] == "malignant").to_numpy().astype(int)[:300]
-    head = LogisticRegression(C=0.1, max_iter=2000)
-    oof = cross_val_predict(head, dev, labels, cv=5, method="predict_proba")
-    temperature = fit_temperature(labels, oof)
-    calibrated = apply_temperature(oof, temperature)
-    threshold = guaranteed_threshold(labels == 1, calibrated[:, 1], 0.85, 0.95).threshold
-    card = _card(calibrated, threshold)
-    head.fit(dev, labels)
-    for batch, warns in ((held, False), (features(ham["image_path"]), True)):
-        probs = apply_temperature(head.predict_proba(batch), temperature)
-        report = check_batch(probs, np.zeros(len(probs)), card)
+    model = fit_lesion_model(uda[:300])
+    for batch, warns in ((uda[300:], False), (ham.sample(n=100, random_state=0), True)):
+        report = check_batch(model.probs(batch), np.zeros(len(batch)), model.card)
         assert report["warning"] is warns, report
