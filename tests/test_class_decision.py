@@ -50,3 +50,18 @@ def test_the_exported_layer_applies_temperature_and_bias_as_numpy_does():
     got = np.asarray(layer(probs.astype("float32")))
     np.testing.assert_allclose(got, apply_temperature(probs, 1.3, [0.0, 0.4, 1.1]), atol=1e-5)
     assert TemperatureScaling.from_config(layer.get_config()).class_bias == [0.0, 0.4, 1.1]
+
+
+def test_the_estimate_scores_the_biased_arg_max_cross_fitted_with_a_guarantee_too():
+    from stages.core.served import Predictions, Rule, estimate
+
+    labels, probs = _imbalanced(1500, 4)
+    folds = np.arange(1500) % 5
+    p = Predictions(np.arange(1500).astype(str), labels, probs, folds)
+    classes = ["nevus", "benign keratosis", "melanoma"]
+    scores = estimate(p, p, classes, Rule(0.85, 0.95, balance_classes=True), True, 100,
+                      0).scores
+    gain = scores["class_bias_gain"]
+    assert gain["gain"] > 0.05 and gain["gain_ci_low"] > 0, gain
+    assert scores["balanced_accuracy"] == pytest.approx(gain["with_bias"], abs=1e-6)
+    assert "without_guarantee" in scores["referral"]

@@ -216,17 +216,19 @@ def estimate(fit_on: Predictions, test: Predictions, classes: list[str], rule: R
     sensitivity/specificity at the referral threshold (and, with a guarantee, what the
     plain rule without it would have given: the guarantee's cost)."""
     calibrated = np.empty_like(test.probs)
-    rules = {"rule": rule, "point": Rule(rule.target)} if rule.confidence else {"rule": rule}
+    rules = {"rule": rule}
+    if rule.confidence:  # the plain threshold beside the guaranteed one: what it costs
+        rules["point"] = Rule(rule.target, balance_classes=rule.balance_classes)
     refer = {name: np.zeros(len(test.labels), bool) for name in rules}
     plain = np.empty_like(test.probs)
     for g in np.unique(test.groups):
         here = test.groups == g
         fit_part = restrict(fit_on, fit_on.groups != g) if cross_fit else fit_on
-        for name, r in rules.items():
-            decision = fit_decision(fit_part, classes, r)
-            calibrated[here] = decision.calibrate(test.probs[here])
-            if rule.balance_classes:  # what the arg-max would give without the biases
-                plain[here] = apply_temperature(test.probs[here], decision.temperature)
+        decisions = {name: fit_decision(fit_part, classes, r) for name, r in rules.items()}
+        calibrated[here] = decisions["rule"].calibrate(test.probs[here])
+        # what the arg-max would give without the balanced-accuracy biases
+        plain[here] = apply_temperature(test.probs[here], decisions["rule"].temperature)
+        for name, decision in decisions.items():  # the same calibration, another threshold
             refer[name][here] = refer_score(calibrated[here], classes) >= decision.threshold
     scores = with_intervals(test.labels, calibrated, classes, resamples, seed)
     scores.pop("confusion_matrix")
