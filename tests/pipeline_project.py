@@ -38,7 +38,10 @@ class Project:
             ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
             cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
         for name in filter(None, files):
-            if (REPO / name).is_file() and not name.startswith(("data/", "models/")):
+            # data/ and models/ are DVC's outputs, except the photos the guard must flag
+            outputs = name.startswith(("data/", "models/")) and not name.startswith(
+                "data/external/")
+            if (REPO / name).is_file() and not outputs:
                 (dest / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(REPO / name, dest / name)
         project = cls(dest)
