@@ -9,22 +9,27 @@ predictions only; metrics per subgroup (sex, age band, site: core/subgroups.py) 
 metrics/subgroups/<b>/<fold>.json.
 With `evaluate.tta: true` the probabilities are averaged over the eight flips/rotations of
 each image (core/tta.py), as predict --tta and the web app do.
+
+A model that is a logistic head on frozen features (its card's "linear_head") is computed
+from the features cache without starting TensorFlow, which costs more than the rest of the
+stage; where the cache lacks an image (or with TTA) the Keras model runs.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from stages.core.cli import parse_target, run_stage
-from stages.core.feature_cache import cached_features
+from stages.core.feature_cache import cached_features, stored_features
 from stages.core.files import write_json
-from stages.core.inference import as_predict, split_at_pool
+from stages.core.linear_head import linear_probabilities
 from stages.core.metrics import curve_points, with_intervals
-from stages.core.model_io import load_model
+from stages.core.model_io import load_model, read_card
 from stages.core.params import flag, get, number, stage_params
 from stages.core.paths import (
     LOCKBOX,
@@ -44,8 +49,9 @@ from stages.core.shards import (
 )
 from stages.core.subgroups import subgroup_metrics
 from stages.core.submission import write_submission
-from stages.core.tta import tta_predict
 from stages.core.worklog import work
+
+Predict = Callable[[np.ndarray], np.ndarray]
 
 
 def write_plots(out_dir: Path, labels, probs, classes: list[str]) -> None:
@@ -60,23 +66,19 @@ def main(backbone: str, fold: str) -> None:
     params = stage_params("evaluate", {"backbone": backbone, "fold": fold})
     tta = flag(params, "evaluate.tta")
     resamples = number(params, "evaluate.bootstrap", 0, 100_000, integer=True)
-    model, card = load_model(model_dir(backbone, fold) / "model.keras")
+    model_path = model_dir(backbone, fold) / "model.keras"
+    card = read_card(model_path)
     classes = card["classes"]
     prepared = list(read_meta(PREPARED_DIR)["counts"])
     parts = fold_parts(fold, prepared)
-    # The model in two halves (backbone → pooled features, features → probabilities): the
-    # same numbers, with the features of a frozen backbone computed once for all folds.
-    extractor, head = split_at_pool(model)
-    head_predict = as_predict(head)
+    predict = probabilities(model_path, card, tta)
 
     scored = {"test": parts.test, "val": parts.val}
     if LOCKBOX in prepared:  # predicted for compare's one look at the served model
         scored[LOCKBOX] = LOCKBOX
     for part, name in scored.items():
         split = read_split(PREPARED_DIR, name)
-        probs = head_predict(cached_features(extractor, split.images))
-        if tta:
-            probs = tta_predict(model, split.images)
+        probs = predict(split.images)
         write_submission(predictions_file(backbone, fold, part), split.ids, probs, classes)
         if part == "test":
             scores = score_test(backbone, fold, split, probs, classes, resamples,
@@ -86,6 +88,38 @@ def main(backbone: str, fold: str) -> None:
     summary = {k: v for k, v in scores.items() if k not in ("confusion_matrix",
                                                             "fitted_on_validation")}
     print(f"evaluate@{backbone}-{fold}: {json.dumps(summary)}")
+
+
+def probabilities(model_path: Path, card: dict, tta: bool) -> Predict:
+    """images → the model's probabilities: from the card's linear head and cached features
+    where it can, else by the Keras model (loaded once, at the first need)."""
+    keras_predict: list[Predict] = []
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        linear = card.get("linear_head")
+        features = (stored_features(linear["feature_key"], images)
+                    if linear and not tta else None)
+        if features is not None:
+            return linear_probabilities(features, linear)
+        if not keras_predict:
+            keras_predict.append(keras_probabilities(model_path, tta))
+        return keras_predict[0](images)
+
+    return predict
+
+
+def keras_probabilities(model_path: Path, tta: bool) -> Predict:
+    from stages.core.inference import as_predict, split_at_pool
+    from stages.core.tta import tta_predict
+
+    model, _ = load_model(model_path)
+    if tta:
+        return lambda images: tta_predict(model, images)
+    # The model in two halves (backbone → pooled features, features → probabilities): the
+    # same numbers, with the features of a frozen backbone computed once for all folds.
+    extractor, head = split_at_pool(model)
+    head_predict = as_predict(head)
+    return lambda images: head_predict(cached_features(extractor, images))
 
 
 def score_test(backbone: str, fold: str, split: Split, probs: np.ndarray, classes: list[str],

@@ -52,6 +52,7 @@ def fine_tune(backbone: str, fold: str, params: dict, head_path: Path) -> None:
 
     def build(train: Split, val: Split, meta: dict, hardware: Hardware) -> Built:
         model, card = load_model(head_path)
+        card.pop("linear_head", None)  # the backbone trains: the features change
         note = "the whole model trains"
         if pretrained:
             note = f"{unfreeze_backbone(model, ft.unfreeze)} backbone layers trainable"

@@ -16,10 +16,10 @@ import numpy as np
 
 from stages.core.classifier import build_classifier, compile_classifier, model_card
 from stages.core.cli import parse_target, run_stage
-from stages.core.fold_data import backbone_features, train_only_rows
+from stages.core.fold_data import backbone_features, cache_scored_features, train_only_rows
 from stages.core.hardware import Hardware
-from stages.core.inference import split_at_pool
-from stages.core.linear_head import C_GRID, fit_linear_head
+from stages.core.inference import extractor_key, split_at_pool
+from stages.core.linear_head import C_GRID, card_entry, fit_linear_head
 from stages.core.params import (
     fit_config,
     logistic_config,
@@ -72,8 +72,13 @@ def main(backbone: str, fold: str) -> None:
             summary = {"logistic_C": c, "log10_C": round(float(np.log10(c)), 4),
                        "inner_cv_log_loss": round(float(head.inner_log_loss.min()), 4)}
         card = model_card(cfg, meta["image_size"], meta["classes"], meta.get("preprocessing"))
-        if solver == "logistic" and logistic.with_validation:
-            card["fitted_on_validation"] = True  # compare will not calibrate on them
+        if solver == "logistic":
+            # The model is this softmax on the extractor's features: evaluate computes it
+            # from the features cache without starting TensorFlow.
+            card["linear_head"] = card_entry(head, extractor_key(extractor))
+            cache_scored_features(extractor, fold, fit.batch_size)
+            if logistic.with_validation:
+                card["fitted_on_validation"] = True  # compare will not calibrate on them
         return Built(model, card,
                      train, val, fitted=fitted,
                      note=f"{cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "

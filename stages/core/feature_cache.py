@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from stages.core.files import atomic_path
-from stages.core.inference import extractor_key, inference, predict_batches
 from stages.core.worklog import work
+
+if TYPE_CHECKING:
+    import keras
 
 CACHE_DIR = Path(".cache/features")
 
@@ -31,15 +33,33 @@ def image_keys(images: np.ndarray) -> np.ndarray:
                      for image in images])
 
 
-def cached_features(extractor: keras.Model, images: np.ndarray, batch_size: int = 64,
-                    cache_dir: Path = CACHE_DIR) -> np.ndarray:
-    """extractor(images) as float32 (n, d), from the cache where it has them; the images
-    it lacks are computed in one batched pass and added."""
-    folder = cache_dir / extractor_key(extractor)
+def _stored(folder: Path) -> dict[str, np.ndarray]:
     known: dict[str, np.ndarray] = {}
     for chunk in sorted(folder.glob("chunk-*.npz")):
         with np.load(chunk) as stored:
             known.update(zip(stored["keys"], stored["features"], strict=True))
+    return known
+
+
+def stored_features(feature_key: str, images: np.ndarray, cache_dir: Path = CACHE_DIR,
+                    ) -> np.ndarray | None:
+    """The cached features of every image under an extractor's key (float32, (n, d)), or
+    None when any is missing: lets a stage whose model is a head on cached features run
+    without TensorFlow."""
+    known, keys = _stored(cache_dir / feature_key), image_keys(images)
+    if not len(keys) or not set(keys) <= set(known):
+        return None
+    return np.stack([known[key] for key in keys]).astype(np.float32)
+
+
+def cached_features(extractor: keras.Model, images: np.ndarray, batch_size: int = 64,
+                    cache_dir: Path = CACHE_DIR) -> np.ndarray:
+    """extractor(images) as float32 (n, d), from the cache where it has them; the images
+    it lacks are computed in one batched pass and added."""
+    from stages.core.inference import extractor_key, inference, predict_batches
+
+    folder = cache_dir / extractor_key(extractor)
+    known = _stored(folder)
     keys = image_keys(images)
     missing = sorted(set(keys) - set(known))
     if missing:

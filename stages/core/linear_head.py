@@ -87,3 +87,20 @@ def fit_linear_head(features: np.ndarray, labels: np.ndarray, ids: np.ndarray,
     inner_log_loss = -np.asarray(model.scores_).mean(axis=0)[0]
     return LinearHead(kernel.astype(np.float32), bias.astype(np.float32), float(model.C_),
                       inner_log_loss)
+
+
+def card_entry(head: LinearHead, feature_key: str) -> dict:
+    """The head as the model card keeps it (key "linear_head"): with the features in the
+    cache (core/feature_cache.py, under `feature_key`), the model's probabilities are
+    `linear_probabilities` of them, no network needed: what evaluate computes."""
+    return {"feature_key": feature_key, "kernel": head.kernel.tolist(),
+            "bias": head.bias.tolist()}
+
+
+def linear_probabilities(features: np.ndarray, entry: dict) -> np.ndarray:
+    """softmax(features @ kernel + bias) of a card's "linear_head", as float32: the model's
+    own "probs" layer (tests/test_linear_head.py checks the two agree), summed in float64
+    so that another CPU's summation order moves nothing a metric shows."""
+    kernel = np.asarray(entry["kernel"], np.float64)
+    bias = np.asarray(entry["bias"], np.float64)
+    return softmax(features.astype(np.float64) @ kernel + bias).astype(np.float32)

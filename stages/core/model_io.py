@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
-
-from stages.core import layers  # noqa: F401 -- registers our custom layers for loading
 from stages.core.errors import MissingInputError
 from stages.core.files import atomic_path, write_json
+
+if TYPE_CHECKING:  # imported where used: reading a card needs no TensorFlow
+    import keras
 
 # What a .keras archive says about when it was written; fixed, so that identical weights give
 # an identical file (and DVC sees an unchanged output, rerunning nothing downstream).
@@ -67,6 +67,10 @@ def load_model(path: Path) -> tuple[keras.Model, dict]:
     """(model, card), uncompiled: whoever trains it compiles it (finetune), and a
     frozen-feature model, whose optimizer never took a step, loads without Keras' warning
     that there are no optimizer variables to restore."""
+    import keras
+
+    from stages.core import layers  # noqa: F401 -- registers our custom layers for loading
+
     if not path.exists():
         raise MissingInputError(f"{path} not found: run `dvc repro` (or `dvc pull`) first")
     return keras.models.load_model(path, compile=False), read_card(path)
