@@ -102,18 +102,21 @@ def split_at_pool(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     return extractor, keras.Model(features, x, name=f"{model.name}_head")
 
 
-_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # extractor → its key
+_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # features tensor → key
 
 
 def extractor_key(extractor: keras.Model) -> str:
     """What decides the features: the weights, and what the extractor makes of a fixed
     random probe (so two architectures, or views, with the same weights differ), to 6
     significant digits (a last-bit difference of the arithmetic is a miss, never a wrong
-    hit); and TensorFlow's version. Computed once per extractor object (it costs a traced
-    pass): the weights of a frozen extractor do not change while it is in use."""
-    if extractor not in _KEYS:
-        _KEYS[extractor] = _computed_key(extractor)
-    return _KEYS[extractor]
+    hit); and TensorFlow's version. Computed once per graph node it outputs (it costs a
+    traced pass; split_at_pool of one model, or of fold models sharing its backbone
+    (model_io.load_members), gives that node again): the weights of a frozen extractor do
+    not change while it is in use."""
+    node = extractor.outputs[0]
+    if node not in _KEYS:
+        _KEYS[node] = _computed_key(extractor)
+    return _KEYS[node]
 
 
 def _computed_key(extractor: keras.Model) -> str:

@@ -74,3 +74,38 @@ def load_model(path: Path) -> tuple[keras.Model, dict]:
     if not path.exists():
         raise MissingInputError(f"{path} not found: run `dvc repro` (or `dvc pull`) first")
     return keras.models.load_model(path, compile=False), read_card(path)
+
+
+def load_members(paths: list[Path]) -> list[keras.Model]:
+    """The models of a served card. Fold models of one frozen backbone with logistic heads
+    differ only in that head (their cards' linear_head has the same feature_key: a hash of
+    the backbone's weights), so each backbone is loaded once and every fold model is its
+    head on it: 15 members of 3 backbones load as 3 models (and share their pass, and
+    their feature key, in inference.member_outputs)."""
+    models: list[keras.Model] = []
+    loaded: dict[str, keras.Model] = {}
+    for path in paths:
+        linear = read_card(path).get("linear_head")
+        key = linear["feature_key"] if linear else None
+        if key in loaded:
+            models.append(_with_linear_head(loaded[key], linear))
+            continue
+        models.append(load_model(path)[0])
+        if key:
+            loaded[key] = models[-1]
+    return models
+
+
+def _with_linear_head(model: keras.Model, linear: dict) -> keras.Model:
+    """`model` up to its pooled features (the same layers, not copies), then a softmax layer
+    with the card's weights: the fold model that card belongs to."""
+    import keras
+    import numpy as np
+
+    pool = model.get_layer("pool").output
+    probs = keras.layers.Dense(len(linear["bias"]), activation="softmax", dtype="float32",
+                               name="probs")
+    outputs = probs(pool)
+    probs.set_weights([np.asarray(linear["kernel"], np.float32),
+                       np.asarray(linear["bias"], np.float32)])
+    return keras.Model(model.input, outputs, name=model.name)

@@ -22,7 +22,7 @@ from stages.core.calibration import apply_temperature, decision_statement, refer
 from stages.core.errors import PipelineError
 from stages.core.images import Preprocessing, load_image
 from stages.core.inference import probs_and_features
-from stages.core.model_io import load_model
+from stages.core.model_io import load_members, load_model
 from stages.core.ood import PERCENTILE as OOD_PERCENTILE
 from stages.core.ood_extractor import PhotoGuard
 from stages.core.paths import GUARD_CARD, HOLDOUT, MODELS_DIR, SERVED_CARD
@@ -101,7 +101,7 @@ class Predictor:
         if path.suffix == ".json":
             card = json.loads(path.read_text())
             root = path.parent.parent  # member paths are relative to the repository
-            loaded = [load_model(root / m["model"])[0] for m in card["members"]]
+            loaded = load_members([root / m["model"] for m in card["members"]])
         else:
             model, card = load_model(path)
             loaded = [model]
