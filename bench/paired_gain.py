@@ -12,6 +12,13 @@ images once for both runs (drawn within each class, as evaluate's intervals), so
 two share cancels, and prints B − A with its 95 % interval for ROC AUC (each class's and
 their mean with several classes), balanced accuracy, sensitivity and specificity at the
 arg-max.
+
+    python bench/paired_gain.py RUN RUN --part-b test_image_only --backbones ...
+
+`--part-b test_image_only` scores RUN_B's clinical models on the same photos without their
+clinical data (evaluate writes both; core/clinical.py): with RUN_A = RUN_B, what the
+clinical data add at prediction time; with RUN_A a run without clinical inputs, what a
+clinical model costs or gains on photos that come with none.
 """
 
 from __future__ import annotations
@@ -29,14 +36,15 @@ from stages.core.served import pooled_predictions
 from stages.core.shards import read_split_table
 
 
-def out_of_fold(run: Path, backbones: list[str]) -> tuple[pd.DataFrame, pd.Series]:
+def out_of_fold(run: Path, backbones: list[str], part: str = "test",
+                ) -> tuple[pd.DataFrame, pd.Series]:
     """The backbones' mean test probabilities pooled over the folds (compare's own reader,
     served.pooled_predictions, run in the run's folder), and each image's label."""
     with chdir(run):
         split = read_split_table()
         folds = sorted(s.removeprefix("fold") for s in split["split"].unique()
                        if s.startswith("fold")) or ["holdout"]
-        pooled = pooled_predictions(backbones, folds, "test", split["label"])
+        pooled = pooled_predictions(backbones, folds, part, split["label"])
         classes = list(pd.read_csv(predictions_file(backbones[0], folds[0])).columns[1:])
     probs = pd.DataFrame(pooled.probs, index=pooled.ids, columns=classes).sort_index()
     return probs, split.loc[probs.index, "label"]
@@ -47,10 +55,14 @@ def main() -> None:
     parser.add_argument("run_a", type=Path)
     parser.add_argument("run_b", type=Path)
     parser.add_argument("--backbones", nargs="+", required=True)
+    parser.add_argument("--part-b", default="test",
+                        help="RUN_B's predictions: test, or test_image_only (clinical models "
+                             "without the photos' clinical data)")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    (a, labels), (b, labels_b) = (out_of_fold(r, args.backbones) for r in (args.run_a, args.run_b))
+    a, labels = out_of_fold(args.run_a, args.backbones)
+    b, labels_b = out_of_fold(args.run_b, args.backbones, args.part_b)
     if not a.index.equals(b.index) or not labels.equals(labels_b):
         raise SystemExit("the two runs do not hold the same images with the same labels")
     classes = list(a.columns)
@@ -63,7 +75,7 @@ def main() -> None:
 
     sa, sb = interval_scores(y, pa, classes), interval_scores(y, pb, classes)
     ci = bootstrap_intervals(y, gain, args.resamples, args.seed)
-    print(f"{len(y)} images; B = {args.run_b}, A = {args.run_a}; "
+    print(f"{len(y)} images; B = {args.run_b} ({args.part_b}), A = {args.run_a}; "
           f"mean of {', '.join(args.backbones)}")
     print("| metric | A | B | B − A (95 % CI) |\n|---|---|---|---|")
     for m in sa:

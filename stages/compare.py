@@ -20,6 +20,7 @@ import pandas as pd
 
 from stages.core.calibration import decision_statement
 from stages.core.cli import run_stage
+from stages.core.clinical import clinical_inputs
 from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import write_json
 from stages.core.metrics import classification_metrics, curve_points
@@ -224,6 +225,8 @@ def main() -> None:
     ranked = leaderboard(rows, rank_by)
     best = next(name for name, _ in ranked if name != ENSEMBLE)
     meta = read_meta(PREPARED_DIR)
+    if clinical_inputs(params):  # the members also take these, where a photo has them
+        card["clinical_inputs"] = list(clinical_inputs(params))
     card |= {"image_size": meta["image_size"], "preprocessing": meta.get("preprocessing", {}),
              "ood": {**json.loads(GUARD_CARD.read_text()),
                      "measured": json.loads(GUARD_METRICS.read_text())},

@@ -5,8 +5,9 @@ bootstrap intervals (`evaluate.bootstrap` resamples, stratified by class, seeded
 precision-recall and confusion-matrix data under metrics/plots/<backbone>/<fold>/ (drawn by
 `dvc plots show`), and the test AND validation predictions in the ISIC submission layout:
 compare fits calibration and the decision threshold on validation (or out-of-fold)
-predictions only; metrics per subgroup (sex, age band, site: core/subgroups.py) go to
-metrics/subgroups/<b>/<fold>.json.
+predictions only; a model with clinical inputs is given each image's clinical data from
+split.csv (and its answers without them go to <part>_image_only.csv); metrics per
+subgroup (sex, age band, site: core/subgroups.py) go to metrics/subgroups/<b>/<fold>.json.
 With `evaluate.tta: true` the probabilities are averaged over the eight flips/rotations of
 each image (core/tta.py), as predict --tta and the web app do.
 
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from stages.core.cli import parse_target, run_stage
+from stages.core.clinical import with_clinical
 from stages.core.feature_cache import cached_features, stored_features
 from stages.core.files import write_json
 from stages.core.linear_head import linear_probabilities
@@ -42,6 +44,7 @@ from stages.core.paths import (
 )
 from stages.core.shards import (
     Split,
+    clinical_table,
     fold_parts,
     read_meta,
     read_split,
@@ -79,6 +82,12 @@ def main(backbone: str, fold: str) -> None:
     for part, name in scored.items():
         split = read_split(PREPARED_DIR, name)
         probs = predict(split.images)
+        if card.get("clinical"):
+            # The same model on the same photos without their clinical data: what it
+            # scores where none come with the photo (bench/paired_gain.py compares).
+            write_submission(predictions_file(backbone, fold, f"{part}_image_only"),
+                             split.ids, probs, classes)
+            probs = with_clinical(probs, card["clinical"], clinical_table(split.ids))
         write_submission(predictions_file(backbone, fold, part), split.ids, probs, classes)
         if part == "test":
             scores = score_test(backbone, fold, split, probs, classes, resamples,

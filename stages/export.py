@@ -136,6 +136,10 @@ def main() -> None:
     card = {k: v for k, v in predictor.card.items() if k != "members"} | {
         "members": [f"{m['backbone']}/{m['fold']}" for m in predictor.card["members"]],
         "calibration": {**predictor.card["calibration"], "inside_graph": True}}
+    if predictor.clinical_inputs:  # one graph of images; the clinical halves are per member
+        card["clinical_not_in_graph"] = (
+            f"the members use {', '.join(predictor.clinical_inputs)} when given; this graph "
+            "answers as for photos without clinical data (predict and the web app use them)")
     if "ood" in card:  # the guard travels beside the model (not in its graph)
         card["ood"] = {**card["ood"], "file": GUARD_FILE.name}
     with work("export"):

@@ -61,9 +61,9 @@ def fed_to_model(monkeypatch) -> list[np.ndarray]:
     seen = []
     original = Predictor.assess
 
-    def spy(self, images, tta=False):
+    def spy(self, images, tta=False, clinical=None):
         seen.append(images.copy())
-        return original(self, images, tta)
+        return original(self, images, tta, clinical)
 
     monkeypatch.setattr(Predictor, "assess", spy)
     return seen

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from stages.core.sources.local import detect_layout, read_source
+from stages.core.subgroups import subgroup_columns
 from tests.test_sources_local import jpeg, labels_of, reasons, write_csv
 
 ISIC2017_DEV = Path(__file__).resolve().parents[2] / "shared/data/isic2017-dev"
@@ -33,6 +34,21 @@ def test_isic2017_one_hot_of_two_with_nevus_when_both_are_zero(tmp_path: Path) -
         "both melanoma and seborrheic_keratosis set"
     assert "other than 0/1" in got["ISIC-2017_Part3_GroundTruth.csv row 6 (image_id "
                                    "ISIC_0000005)"]
+
+
+def test_isic2017_clinical_metadata_files_are_joined(tmp_path: Path) -> None:
+    write_csv(tmp_path / "ISIC-2017_Training_Part3_GroundTruth.csv", [
+        {"image_id": f"ISIC_000000{i}", "melanoma": "0.0", "seborrheic_keratosis": "0.0"}
+        for i in (1, 2, 3)])
+    write_csv(tmp_path / "ISIC-2017_Training_Data_metadata.csv", [
+        {"image_id": "ISIC_0000001", "age_approximate": "55", "sex": "female"},
+        {"image_id": "ISIC_0000002", "age_approximate": "unknown", "sex": "male"}])
+    for i in (1, 2, 3):
+        jpeg(tmp_path / f"ISIC_000000{i}.jpg")
+    items, _ = read_source(tmp_path)
+    got = subgroup_columns(items.set_index("isic_id").sort_index())
+    assert got["age_years"].to_list() == ["55", "", ""]
+    assert got["sex"].to_list() == ["female", "male", ""]
 
 
 @pytest.mark.parametrize("benign, malignant", [("benign", "malignant"), ("0", "1"),
@@ -83,3 +99,5 @@ def test_real_isic2017_dev_folder() -> None:
     assert rejected.empty
     assert items["diagnosis"].value_counts().to_dict() == {
         "nevus": 1108, "benign keratosis": 296, "melanoma": 290}
+    clinical = subgroup_columns(items)
+    assert (clinical["age_years"] != "").mean() > 0.9 and (clinical["sex"] != "").mean() > 0.9

@@ -14,13 +14,16 @@ def test_columns_come_from_either_vocabulary_and_ages_are_banded():
     isic = pd.DataFrame({"sex": ["female", "MALE", ""], "age_approx": ["25", "55", "unknown"],
                          "anatom_site_general": ["head/neck", "", "lower extremity"]})
     ham = pd.DataFrame({"sex": ["unknown"], "age": ["80.0"], "localization": ["scalp"]})
+    isic2017 = pd.DataFrame({"sex": ["male"], "age_approximate": ["45"]})
     assert subgroup_columns(isic).to_dict("list") == {
         "sex": ["female", "male", ""], "age": ["<30", "50-69", ""],
-        "site": ["head/neck", "", "lower extremity"]}
+        "site": ["head/neck", "", "lower extremity"], "age_years": ["25", "55", ""]}
     assert subgroup_columns(ham).to_dict("list") == {"sex": [""], "age": ["70+"],
-                                                     "site": ["scalp"]}
+                                                     "site": ["scalp"], "age_years": ["80"]}
+    assert subgroup_columns(isic2017).to_dict("list") == {
+        "sex": ["male"], "age": ["30-49"], "site": [""], "age_years": ["45"]}
     assert subgroup_columns(pd.DataFrame(index=[0])).to_dict("list") == {
-        "sex": [""], "age": [""], "site": [""]}
+        "sex": [""], "age": [""], "site": [""], "age_years": [""]}
 
 
 def test_each_group_is_scored_on_its_own_images_and_small_ones_are_marked():

@@ -6,7 +6,11 @@ NAME or --model PATH picks one fold model instead. Prints each image's class pro
 predicted class, referral decision and out-of-distribution flag as a table, CSV or JSON,
 then whether the batch differs from the images the decision was validated on (core/shift.py;
 --adjust-prior shows probabilities re-weighted to the batch's estimated class prior);
---isic-csv also writes the ISIC challenge submission layout. A file that cannot be read is
+--isic-csv also writes the ISIC challenge submission layout. A model with clinical inputs
+(core/clinical.py) is given each photo's age, sex and site from --clinical CSV, or from a
+*metadata*.csv inside a folder named (rows matched by file name without suffix; photos
+without a row, or without the model's fields, are answered as photos without clinical
+data). A file that cannot be read is
 reported on stderr (one line: the file and why) and the others still run; the exit code is
 non-zero only when no image at all could be classified.
 """
@@ -21,10 +25,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from stages.core.cli import run_stage
+from stages.core.errors import DataError
 from stages.core.images import ImageError
 from stages.core.predictor import Predictor, model_path
+from stages.core.shards import CLINICAL_COLUMNS
+from stages.core.subgroups import subgroup_columns
 from stages.core.submission import write_submission
 
 # What a folder is expanded to; a file named on the command line is tried whatever its name.
@@ -117,10 +125,53 @@ def format_shift(shift: dict, adjusted: bool) -> str:
     return "\n".join(lines)
 
 
+ID_COLUMNS = ("isic_id", "image", "image_id", "image_name")
+
+
+def read_clinical_csv(path: Path) -> pd.DataFrame:
+    """A metadata CSV as sources come with (isic-cli metadata.csv, HAM10000_metadata.csv,
+    the ISIC 2017/2019 *metadata*.csv, ISIC 2020 train.csv): sex, age_years and site per
+    image id (the image file's name without its suffix); unknown values are ""."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read it as a CSV ({err})") from None
+    key = next((c for c in ID_COLUMNS if c in table), None)
+    if key is None:
+        raise DataError(f"{path}: no image id column (one of {', '.join(ID_COLUMNS)}): "
+                        "name the column holding each image's file name without suffix")
+    found = subgroup_columns(table)[list(CLINICAL_COLUMNS)]
+    found.index = table[key].str.strip().map(lambda name: Path(name).stem)
+    return found[~found.index.duplicated()]
+
+
+def clinical_sources(args: argparse.Namespace) -> list[Path]:
+    """--clinical, else the *metadata*.csv files directly inside the folders named."""
+    if args.clinical:
+        return [args.clinical]
+    return sorted(p for folder in args.images if folder.is_dir()
+                  for p in folder.glob("*.csv") if "metadata" in p.name.lower())
+
+
+def rows_for(known: pd.DataFrame | None, files: list[Path]) -> pd.DataFrame | None:
+    """Each file's clinical data (by file name without suffix; "" where not known)."""
+    if known is None:
+        return None
+    return known.reindex([f.stem for f in files]).fillna("").reset_index(drop=True)
+
+
 def main(args: argparse.Namespace) -> int:
     path = args.model or model_path(args.backbone)
     predictor = Predictor.load(path)
     files = expand(args.images)
+    sources = clinical_sources(args) if predictor.clinical_inputs else []
+    known = None
+    if sources:  # the first file that has an image wins
+        known = pd.concat([read_clinical_csv(p) for p in sources])
+        known = known[~known.index.duplicated()]
+    if args.clinical and not predictor.clinical_inputs:
+        print(f"predict: {predictor.name} uses no clinical data; --clinical ignored",
+              file=sys.stderr)
     good: list[Path] = []
     chunks: list[np.ndarray] = []
     # A chunk at a time, so a folder of 100,000 photos never sits decoded in memory at once.
@@ -128,7 +179,8 @@ def main(args: argparse.Namespace) -> int:
         decoded, images = decode_all(predictor, files[start:start + CHUNK])
         if images is not None:
             good += decoded
-            chunks.append(np.column_stack(predictor.assess(images, tta=args.tta)))
+            chunks.append(np.column_stack(predictor.assess(images, args.tta,
+                                                           rows_for(known, decoded))))
     if not good:
         print(f"predict: none of the {len(files)} file(s) could be classified", file=sys.stderr)
         return 1
@@ -139,6 +191,8 @@ def main(args: argparse.Namespace) -> int:
     classes = predictor.classes
     if args.format == "json":
         print(json.dumps({"model": predictor.name, "tta": args.tta,
+                          "clinical_inputs": predictor.clinical_inputs,
+                          "clinical_from": [str(p) for p in sources],
                           "decision": predictor.decision, "prior_adjusted": args.adjust_prior,
                           "shift": shift, "predictions": rows}, indent=2))
     elif args.format == "csv":
@@ -147,6 +201,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"model: {predictor.name} ({path}){', test-time augmentation' if args.tta else ''}")
         if predictor.decision:
             print(f"referral: {predictor.decision}")
+        if predictor.clinical_inputs:
+            given = ", ".join(map(str, sources)) or "none found: answered without"
+            print(f"clinical data ({', '.join(predictor.clinical_inputs)}): {given}")
         print(format_table(classes, rows))
     if shift is not None and "signs" in shift and args.format != "json":  # big enough
         print(format_shift(shift, args.adjust_prior),
@@ -173,6 +230,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adjust-prior", action="store_true",
                         help="show probabilities adjusted to the class prior EM estimates on "
                              "this batch (Saerens 2002); the referral is unchanged")
+    parser.add_argument("--clinical", type=Path, metavar="METADATA.csv",
+                        help="age, sex and site per image id for a model with clinical "
+                             "inputs (default: a *metadata*.csv in a folder named)")
     parser.add_argument("--tta", action="store_true",
                         help="average over flips and 90° rotations (8x slower)")
     return parser.parse_args(argv)

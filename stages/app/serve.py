@@ -3,8 +3,10 @@ waitress (a production WSGI server) with `serve.threads` threads.
 
 Upload a lesion photo, see each class's probability, the predicted class and a Grad-CAM
 heatmap of where the model looked; pick any evaluated backbone. The same prediction is a JSON
-API, `POST /api/predict`: multipart field `image`, optional `backbone`, and `heatmap=1` to get
-the Grad-CAM map and the photo as data URLs too. `POST /api/predict-batch`: one `images`
+API, `POST /api/predict`: multipart field `image`, optional `backbone`, `heatmap=1` to get
+the Grad-CAM map and the photo as data URLs too, and the patient's `age` (years), `sex`
+(male/female) and `site` for a model with clinical inputs (core/clinical.py; any left out is
+unknown, and the answer says which it used). `POST /api/predict-batch`: one `images`
 field per photo (optional `adjust_prior=1`): every answer and the batch's shift check
 (core/shift.py), within the same upload size limit. `GET /api/models` lists the backbones.
 
@@ -25,12 +27,14 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import waitress
 from flask import Flask, Response, jsonify, render_template, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from stages.core.cli import run_stage
+from stages.core.clinical import SEXES
 from stages.core.errors import PipelineError
 from stages.core.gradcam import colormap, gradcam
 from stages.core.images import ImageError
@@ -133,7 +137,8 @@ class Models:
                 self._cache[backbone] = Predictor.load(path)
             return self._cache[backbone]
 
-    def predict(self, data: bytes, backbone: str | None, tta: bool, heatmap: bool) -> dict:
+    def predict(self, data: bytes, backbone: str | None, tta: bool, heatmap: bool,
+                clinical: pd.DataFrame | None = None) -> dict:
         backbone = backbone or self.default_backbone()
         predictor = self.get(backbone)
         try:
@@ -145,7 +150,7 @@ class Models:
         except ImageError as err:
             raise ApiError(422, f"cannot read the upload as an image: {err}") from err
         with self._lock:
-            probs, ood = predictor.assess(image[None], tta=tta)
+            probs, ood = predictor.assess(image[None], tta, clinical)
             answer = predictor.result(probs[0], float(ood[0]))
             # An ensemble's heatmap is the mean of its members' maps for the predicted class;
             # a photo flagged out of distribution gets none (nor a class).
@@ -153,7 +158,9 @@ class Models:
                            for m in predictor.members], axis=0) if (
                 heatmap and "predicted" in answer) else None
         result = {"model": predictor.name, "backbone": backbone, "classes": predictor.classes,
-                  "tta": tta, "decision": predictor.decision, **answer}
+                  "tta": tta, "decision": predictor.decision,
+                  "clinical_inputs": predictor.clinical_inputs,
+                  "clinical_given": used_clinical(clinical, predictor.clinical_inputs), **answer}
         if display is not None:
             result["image"] = _data_url(display, "JPEG")
         if cam is not None:
@@ -233,7 +240,7 @@ def create_app(
             raise ApiError(400, "the uploaded file is empty")
         heatmap = request.form.get("heatmap", "") in ("1", "true", "yes")
         backbone = request.form.get("backbone") or None
-        return jsonify(models.predict(data, backbone, tta, heatmap))
+        return jsonify(models.predict(data, backbone, tta, heatmap, clinical_form(request.form)))
 
     @app.post("/api/predict-batch")
     def api_predict_batch():
@@ -264,6 +271,35 @@ def create_app(
         return err
 
     return app
+
+
+def clinical_form(form) -> pd.DataFrame | None:
+    """The optional fields age (years), sex (male/female) and site of /api/predict as one
+    row of clinical data (core/clinical.py), or None when none is given."""
+    age = form.get("age", "").strip()
+    sex = form.get("sex", "").strip().lower()
+    site = form.get("site", "").strip().lower()
+    if age:
+        try:
+            if not 0 <= float(age) <= 120:
+                raise ValueError
+        except ValueError:
+            raise ApiError(400, f"age '{age}': give the age in years (0-120), or leave it "
+                                "out") from None
+    if sex not in ("", *SEXES):
+        raise ApiError(400, f"sex '{sex}': male, female, or leave it out")
+    if not (age or sex or site):
+        return None
+    return pd.DataFrame({"sex": [sex], "age_years": [age], "site": [site]})
+
+
+def used_clinical(clinical: pd.DataFrame | None, inputs: list[str]) -> dict:
+    """What of the given clinical data the model used: {input: value}."""
+    if clinical is None:
+        return {}
+    row = clinical.iloc[0]
+    values = {"age": row["age_years"], "sex": row["sex"], "site": row["site"]}
+    return {name: values[name] for name in inputs if values[name]}
 
 
 def _warm_up_photo() -> bytes:

@@ -125,6 +125,11 @@ def render(card: dict[str, Any], split_counts: dict[str, dict[str, int]],
            f"balanced accuracy {gain['with_bias']:.3f} against {gain['without_bias']:.3f} "
            "without them, biases cross-fitted)."
            if (gain := estimate.get("class_bias_gain")) else "."),
+        *([f"- Clinical inputs: {', '.join(card['clinical_inputs'])}, where a photo comes "
+           "with them: fitted together with the image features and again without them "
+           "(a photo with none is answered from the image alone). The figures below use "
+           "the evaluation images' own clinical data; the exported graph (models/export) "
+           "uses none."] if card.get("clinical_inputs") else []),
         "",
         "## Intended use", INTENDED_USE, "",
         "## Out-of-scope use", OUT_OF_SCOPE, "",

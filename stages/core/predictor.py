@@ -17,12 +17,14 @@ from typing import BinaryIO
 
 import keras
 import numpy as np
+import pandas as pd
 
 from stages.core.calibration import apply_temperature, decision_statement, refer_score
+from stages.core.clinical import with_clinical
 from stages.core.errors import PipelineError
 from stages.core.images import Preprocessing, load_image
 from stages.core.inference import probs_and_features
-from stages.core.model_io import load_members, load_model
+from stages.core.model_io import load_members, load_model, read_card
 from stages.core.ood import PERCENTILE as OOD_PERCENTILE
 from stages.core.ood_extractor import PhotoGuard
 from stages.core.paths import GUARD_CARD, HOLDOUT, MODELS_DIR, SERVED_CARD
@@ -81,6 +83,8 @@ class Predictor:
     members: list[keras.Model]
     card: dict  # served.json, or one model's card (then no calibration and no decision)
     guard: PhotoGuard | None = None
+    # Each member's clinical half (its card's "clinical", core/clinical.py), or None.
+    clinical: list[dict | None] = field(default_factory=list)
     # What prepare applied, from the card (an older card without it: both steps off); read
     # here so that a card this code cannot follow fails at load, not at the first photo.
     preprocessing: Preprocessing = field(init=False)
@@ -101,11 +105,14 @@ class Predictor:
         if path.suffix == ".json":
             card = json.loads(path.read_text())
             root = path.parent.parent  # member paths are relative to the repository
-            loaded = load_members([root / m["model"] for m in card["members"]])
+            paths = [root / m["model"] for m in card["members"]]
+            loaded = load_members(paths)
+            clinical = [read_card(p).get("clinical") for p in paths]
         else:
             model, card = load_model(path)
-            loaded = [model]
-        predictor = cls(loaded, card, find_guard(card, path, int(card["image_size"])))
+            loaded, clinical = [model], [card.get("clinical")]
+        predictor = cls(loaded, card, find_guard(card, path, int(card["image_size"])),
+                        clinical)
         # One call on a blank image builds the compiled predict functions now, so the first
         # real request is not the slow one.
         predictor.assess(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8))
@@ -141,18 +148,29 @@ class Predictor:
         images.ImageError if unusable."""
         return load_image(source, size or self.image_size, self.preprocessing)
 
-    def assess(self, images: np.ndarray, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def clinical_inputs(self) -> list[str]:
+        """The clinical data the model uses when given (age, sex, site; [] for none)."""
+        used = {i for entry in self.clinical if entry for i in entry["inputs"]}
+        return [i for i in ("age", "sex", "site") if i in used]
+
+    def assess(self, images: np.ndarray, tta: bool = False,
+               clinical: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(calibrated class probabilities (n, classes), out-of-distribution scores (n,)) for a
-        uint8 batch; a score above 1 is out of distribution (NaN: no guard was fitted)."""
-        probs = [tta_predict(model, images) if tta else p
-                 for model, (p, _) in zip(self.members, self._run(images.astype(np.float32)),
-                                          strict=True)]
+        uint8 batch; a score above 1 is out of distribution (NaN: no guard was fitted).
+        `clinical`: each image's sex, age_years, site (rows in the images' order, "" where
+        unknown; None: nothing known), for members with clinical inputs."""
+        probs = [with_clinical(tta_predict(model, images) if tta else p, entry, clinical)
+                 for model, entry, (p, _) in zip(
+                     self.members, self.clinical or [None] * len(self.members),
+                     self._run(images.astype(np.float32)), strict=True)]
         scores = self.guard.score(images) if self.guard else np.full(len(images), np.nan)
         return apply_temperature(np.mean(probs, axis=0), self.temperature,
                                  self.class_bias), scores
 
-    def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
-        return self.assess(images, tta)[0]
+    def predict(self, images: np.ndarray, tta: bool = False,
+                clinical: pd.DataFrame | None = None) -> np.ndarray:
+        return self.assess(images, tta, clinical)[0]
 
     def batch_results(self, probs: np.ndarray, ood_scores: np.ndarray,
                       adjust_prior: bool = False) -> tuple[list[dict], dict | None]:

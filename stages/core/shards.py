@@ -137,14 +137,25 @@ def fold_parts(fold: str, parts: list[str]) -> FoldParts:
 
 
 def read_split_table() -> pd.DataFrame:
-    """split.csv (isic_id, image, label, group, sex, age, site, split), indexed by isic_id."""
+    """split.csv (isic_id, image, label, group, sex, age, site, age_years, split), indexed
+    by isic_id."""
     if not SPLIT_FILE.exists():
         raise MissingInputError(f"{SPLIT_FILE} missing: run `dvc repro split` first")
     table = pd.read_csv(SPLIT_FILE, dtype=str, keep_default_na=False).set_index("isic_id")
-    for column in ("sex", "age", "site"):  # a split.csv from before subgroups were kept
+    for column in ("sex", "age", "site", "age_years"):  # a split.csv from before they were kept
         if column not in table:
             table[column] = ""
     return table
+
+
+CLINICAL_COLUMNS = ("sex", "age_years", "site")  # the inputs of core/clinical.py
+
+
+def clinical_table(ids: np.ndarray) -> pd.DataFrame:
+    """split.csv's clinical columns (core/clinical.py) for images (augment's copies: their
+    original's), in the order of `ids`."""
+    table = read_split_table().loc[source_image(ids), list(CLINICAL_COLUMNS)]
+    return table.reset_index(drop=True)
 
 
 def write_meta(data_dir: Path, meta: dict) -> None:

@@ -2,9 +2,11 @@
 what reviewers of dermatology models ask about first.
 
 split copies the subgroup columns from whatever the source's metadata calls them (ISIC:
-sex, age_approx, anatom_site_general; HAM10000: sex, age, localization) into split.csv as
-`sex`, `age`, `site`. A group whose images hold fewer than MIN_PER_CLASS of some class is
-reported with its counts and marked too small: its AUC would say nothing.
+sex, age_approx, anatom_site_general; HAM10000: sex, age, localization; ISIC 2017:
+age_approximate, sex) into split.csv as `sex`, `age` (banded), `site`, and the age in years
+as `age_years` (an input of the models that use clinical data: core/clinical.py). A group
+whose images hold fewer than MIN_PER_CLASS of some class is reported with its counts and
+marked too small: its AUC would say nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pandas as pd
 
 from stages.core.metrics import bootstrap_intervals, interval_scores
 
-SOURCES = {"sex": ("sex",), "age": ("age_approx", "age"),
+SOURCES = {"sex": ("sex",), "age": ("age_approx", "age", "age_approximate"),
            "site": ("anatom_site_general", "localization", "anatom_site_general_challenge")}
 AGE_BANDS = [(0, 30, "<30"), (30, 50, "30-49"), (50, 70, "50-69"), (70, 200, "70+")]
 MIN_PER_CLASS = 10
@@ -22,13 +24,16 @@ UNKNOWN = {"", "unknown", "nan", "none"}
 
 
 def subgroup_columns(meta: pd.DataFrame) -> pd.DataFrame:
-    """sex, age (banded) and site for each metadata row ("" where the source has none)."""
+    """sex, age (banded), site and age_years for each metadata row ("" where the source has
+    none)."""
     out = pd.DataFrame(index=meta.index)
     for name, candidates in SOURCES.items():
         found = next((c for c in candidates if c in meta), None)
         values = meta[found].astype(str).str.strip().str.lower() if found else \
             pd.Series("", index=meta.index)
         out[name] = values.where(~values.isin(UNKNOWN), "")
+    out["age_years"] = pd.to_numeric(out["age"], errors="coerce").map(
+        lambda age: "" if pd.isna(age) else f"{age:g}")
     out["age"] = out["age"].map(_age_band)
     return out
 

@@ -226,13 +226,7 @@ def _read_challenge(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     truth = pd.concat([rows for rows, _ in parts], ignore_index=True)
     bad_rows = pd.concat([bad for _, bad in parts], ignore_index=True)
     # Optional ISIC 2019 *Metadata*.csv (image, age_approx, anatom_site_general, lesion_id, sex)
-    extra = [_read_csv(p)[0].drop(columns="_where") for p, h in headers.items()
-             if "metadata" in p.name.lower() and "image" in h and not _is_ground_truth(h)]
-    if extra:
-        info = pd.concat(extra, ignore_index=True).drop_duplicates("image")
-        info = info.drop(columns=[c for c in info.columns if c in truth and c != "image"])
-        truth = truth.merge(info, on="image", how="left", validate="many_to_one")
-        truth = truth.fillna("")
+    truth = _with_metadata_files(truth, headers, "image")
     keys = _text(truth, "image")
     # ISIC 2019 names some images "<isic_id>_downsampled"; the canonical id drops the suffix.
     ids = keys.str.removesuffix("_downsampled")
@@ -248,9 +242,25 @@ def _first_csv(path: Path, test, what: str) -> Path:
     return found[0]
 
 
+def _with_metadata_files(truth: pd.DataFrame, headers: dict[Path, list[str]], key: str,
+                         ) -> pd.DataFrame:
+    """`truth` joined with the clinical columns of the folder's *metadata*.csv files (ISIC
+    2019's image,age_approx,..., ISIC 2017's image_id,age_approximate,sex), where present."""
+    extra = [_read_csv(p)[0].drop(columns="_where") for p, h in headers.items()
+             if "metadata" in p.name.lower() and key in h and not _is_ground_truth(h)
+             and not _is_isic2017(h)]
+    if not extra:
+        return truth
+    info = pd.concat(extra, ignore_index=True).drop_duplicates(key)
+    info = info.drop(columns=[c for c in info.columns if c in truth and c != key])
+    return truth.merge(info, on=key, how="left", validate="many_to_one").fillna("")
+
+
 def _read_isic2017(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     meta, bad_rows = _read_csv(_first_csv(path, _is_isic2017, "ISIC 2017 ground truth CSV "
                                           "(image_id,melanoma,seborrheic_keratosis)"))
+    # The challenge's ISIC-2017_*_Data_metadata.csv: image_id, age_approximate, sex
+    meta = _with_metadata_files(meta, _csv_files(path), "image_id")
     ids = _text(meta, "image_id")
     return _assemble(meta, ids, ids, isic2017_labels(meta), "image_id",
                      _list_images(path, subfolders=True), ["image_id"], bad_rows)

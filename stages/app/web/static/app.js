@@ -34,6 +34,13 @@ function render(data) {
   }
   $("decision").hidden = !data.decision || flagged;
   $("decision").textContent = data.decision ? "The threshold " + data.decision + "." : "";
+  const given = Object.entries(data.clinical_given || {});
+  const clinical = $("clinical-used");
+  clinical.hidden = !(data.clinical_inputs || []).length || flagged;
+  clinical.textContent = given.length
+    ? "Clinical data used: " + given.map(([k, v]) => `${k} ${v}`).join(", ") + "."
+    : "Answered without clinical data (this model can use: "
+      + (data.clinical_inputs || []).join(", ") + ").";
   $("model-name").textContent = data.model + (data.tta ? " (test-time augmentation)" : "");
   const bars = $("bars");
   bars.replaceChildren();
@@ -81,6 +88,9 @@ async function upload(file) {
   form.append("heatmap", "1");
   const backbone = $("backbone");
   if (backbone && backbone.value) form.append("backbone", backbone.value);
+  for (const field of ["age", "sex", "site"]) {
+    if ($(field).value) form.append(field, $(field).value);
+  }
   $("status").textContent = `Classifying ${file.name} …`;
   let response;
   try {
