@@ -147,9 +147,9 @@ class Checkpoints:
 
 
 class NoCheckpoints(Checkpoints):
-    """A cluster run's stand-in: stores nothing, resumes nothing; DVCLive writes into a
-    private temporary folder that is published at the end (chief) or vanishes with the
-    process (other workers)."""
+    """A cluster run's (or a run without epochs') stand-in: stores nothing, resumes nothing;
+    DVCLive writes into a private temporary folder that is published at the end (chief) or
+    vanishes with the process (other workers)."""
 
     def __init__(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="training-log-")
@@ -166,6 +166,7 @@ class NoCheckpoints(Checkpoints):
         return None
 
     def finish(self, log_dir: Path) -> None:
+        log_dir.parent.mkdir(parents=True, exist_ok=True)
         publish_dir(self.live_dir, log_dir)
         self._tmp.cleanup()
 

@@ -69,7 +69,10 @@ def run_phase(phase: Phase, backbone: str, fold: str, params: dict,
         built = build(train, val, meta, hardware)
     name = f"{phase.stage}@{backbone}-{fold}"
     print(f"{name}: {built.note}; {hardware.describe()}", flush=True)
-    if hardware.kind == "multi_worker":
+    if hardware.kind == "multi_worker" or phase.fit.epochs == 0:
+        # A cluster's workers would overwrite each other's backups; with no epochs (a
+        # logistic head, fitted in `build`) there is nothing to resume, and fingerprinting
+        # the data for it cost ~0.5 s a stage.
         checkpoints: Checkpoints = NoCheckpoints()
     else:
         checkpoints = Checkpoints(phase.stage, f"{backbone}-{fold}", fingerprint(
