@@ -36,7 +36,9 @@ from stages.core.paths import SERVED_CARD
 from stages.core.predictor import Predictor
 from stages.core.reports import write_report
 from stages.core.served import Predictions, decision_with_intervals
+from stages.core.shards import CLINICAL_COLUMNS
 from stages.core.sources.local import read_source
+from stages.core.subgroups import subgroup_columns
 
 CHUNK = 256
 
@@ -63,10 +65,13 @@ def read_labelled(folder: Path, layout: str, predictor: Predictor
             skipped.append(pd.DataFrame({"item": [path], "reason": [str(err)]}))
     if not kept:
         raise PipelineError(f"{folder}: no usable labelled image; see the skipped ones above")
-    probs, ood = zip(*(predictor.assess(np.stack(images[i:i + CHUNK]))
+    items = items.loc[kept]
+    # a model with clinical inputs gets the folder's own age, sex and site (core/clinical.py)
+    clinical = subgroup_columns(items)[list(CLINICAL_COLUMNS)].reset_index(drop=True)
+    probs, ood = zip(*(predictor.assess(np.stack(images[i:i + CHUNK]), False,
+                                        clinical.iloc[i:i + CHUNK].reset_index(drop=True))
                        for i in range(0, len(images), CHUNK)), strict=True)
     probs, ood = np.concatenate(probs), np.concatenate(ood)
-    items = items.loc[kept]
     flagged = np.nan_to_num(ood, nan=0.0) > 1.0
     skipped.append(pd.DataFrame({"item": items.loc[flagged, "image_path"],
                                  "reason": [f"flagged out of distribution (score {s:.2f})"
