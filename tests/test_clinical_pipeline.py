@@ -154,3 +154,34 @@ def test_the_api_takes_optional_age_sex_and_site(project, tmp_path):
     assert some["probabilities"] != none["probabilities"]
     assert ask(age="old")[0] == 400 and "age 'old'" in ask(age="old")[1]["error"]
     assert ask(sex="x")[0] == 400
+
+
+def test_the_batch_api_takes_a_metadata_csv(project, tmp_path):
+    folder, ids = _photos(project, tmp_path, n=3)
+    table = pd.read_csv(project / SPLIT_FILE, dtype=str, keep_default_na=False).set_index(
+        "isic_id")
+    metadata = pd.DataFrame({"image_id": ids, "age": table.loc[ids, "age_years"].to_numpy(),
+                             "sex": table.loc[ids, "sex"].to_numpy()}).to_csv(index=False)
+    client = serve.create_app(models_dir=project / "models",
+                              summary_path=project / "metrics/summary.json").test_client()
+
+    def ask(**extra):
+        uploads = [(io.BytesIO((folder / f"{i}.png").read_bytes()), f"{i}.png") for i in ids]
+        response = client.post("/api/predict-batch", data={"images": uploads,
+                                                           "backbone": "lite0_frozen", **extra})
+        return response.status_code, response.get_json()
+
+    _, plain = ask()
+    status, given = ask(metadata=(io.BytesIO(metadata.encode()), "metadata.csv"))
+    assert status == 200
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        images = np.stack([np.asarray(Image.open(folder / f"{i}.png")) for i in ids])
+        expected = Predictor.load(MODEL).predict(images, clinical=table.loc[
+            ids, ["sex", "age_years"]].assign(site="").reset_index(drop=True))
+    np.testing.assert_allclose([p["probabilities"]["malignant"] for p in given["predictions"]],
+                               expected[:, 1], atol=1e-5)
+    assert [p["probabilities"] for p in given["predictions"]] != [
+        p["probabilities"] for p in plain["predictions"]]
+    status, bad = ask(metadata=(io.BytesIO(b"name,age\nx,3\n"), "mine.csv"))
+    assert status == 400 and "mine.csv: no image id column" in bad["error"]

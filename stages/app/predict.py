@@ -23,6 +23,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -128,17 +129,19 @@ def format_shift(shift: dict, adjusted: bool) -> str:
 ID_COLUMNS = ("isic_id", "image", "image_id", "image_name")
 
 
-def read_clinical_csv(path: Path) -> pd.DataFrame:
-    """A metadata CSV as sources come with (isic-cli metadata.csv, HAM10000_metadata.csv,
-    the ISIC 2017/2019 *metadata*.csv, ISIC 2020 train.csv): sex, age_years and site per
-    image id (the image file's name without its suffix); unknown values are ""."""
+def read_clinical_csv(source: Path | BinaryIO, name: str | None = None) -> pd.DataFrame:
+    """A metadata CSV (a file, or an upload called `name`) as sources come with (isic-cli
+    metadata.csv, HAM10000_metadata.csv, the ISIC 2017/2019 *metadata*.csv, ISIC 2020
+    train.csv): sex, age_years and site per image id (the image file's name without its
+    suffix); unknown values are ""."""
+    name = name or str(source)
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        table = pd.read_csv(source, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read it as a CSV ({err})") from None
+        raise DataError(f"{name}: cannot read it as a CSV ({err})") from None
     key = next((c for c in ID_COLUMNS if c in table), None)
     if key is None:
-        raise DataError(f"{path}: no image id column (one of {', '.join(ID_COLUMNS)}): "
+        raise DataError(f"{name}: no image id column (one of {', '.join(ID_COLUMNS)}): "
                         "name the column holding each image's file name without suffix")
     found = subgroup_columns(table)[list(CLINICAL_COLUMNS)]
     found.index = table[key].str.strip().map(lambda name: Path(name).stem)
@@ -157,7 +160,7 @@ def rows_for(known: pd.DataFrame | None, files: list[Path]) -> pd.DataFrame | No
     """Each file's clinical data (by file name without suffix; "" where not known)."""
     if known is None:
         return None
-    return known.reindex([f.stem for f in files]).fillna("").reset_index(drop=True)
+    return known.reindex([Path(f).stem for f in files]).fillna("").reset_index(drop=True)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ API, `POST /api/predict`: multipart field `image`, optional `backbone`, `heatmap
 the Grad-CAM map and the photo as data URLs too, and the patient's `age` (years), `sex`
 (male/female) and `site` for a model with clinical inputs (core/clinical.py; any left out is
 unknown, and the answer says which it used). `POST /api/predict-batch`: one `images`
-field per photo (optional `adjust_prior=1`): every answer and the batch's shift check
+field per photo (optional `adjust_prior=1`, and a `metadata` CSV of age, sex, site per
+image id): every answer and the batch's shift check
 (core/shift.py), within the same upload size limit. `GET /api/models` lists the backbones.
 
 Uploads are decoded from memory with prepare's own function (images.load_image, with the
@@ -33,6 +34,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from PIL import Image
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
+from stages.app.predict import read_clinical_csv, rows_for
 from stages.core.cli import run_stage
 from stages.core.clinical import SEXES
 from stages.core.errors import PipelineError
@@ -169,9 +171,10 @@ class Models:
 
 
     def predict_batch(self, files: list[tuple[str, bytes]], backbone: str | None,
-                      adjust_prior: bool) -> dict:
+                      adjust_prior: bool, clinical: pd.DataFrame | None = None) -> dict:
         """Several uploads at once: each one's answer, the ones that could not be read, and
-        whether the batch has shifted from the images the decision was validated on."""
+        whether the batch has shifted from the images the decision was validated on.
+        `clinical`: age, sex, site by image id (predict.read_clinical_csv), or None."""
         backbone = backbone or self.default_backbone()
         predictor = self.get(backbone)
         names, images, skipped = [], [], []
@@ -184,7 +187,7 @@ class Models:
         if not images:
             raise ApiError(422, f"none of the {len(files)} upload(s) could be read as an image")
         with self._lock:
-            probs, ood = predictor.assess(np.stack(images))
+            probs, ood = predictor.assess(np.stack(images), False, rows_for(clinical, names))
         try:
             answers, shift = predictor.batch_results(probs, ood, adjust_prior)
         except PipelineError as err:  # e.g. adjust_prior for a model without the reference
@@ -249,7 +252,13 @@ def create_app(
             raise ApiError(400, "no files in the form field 'images' (one field per photo)")
         files = [(u.filename or f"image{i}", u.read()) for i, u in enumerate(uploads)]
         adjust = request.form.get("adjust_prior", "") in ("1", "true", "yes")
-        return jsonify(models.predict_batch(files, request.form.get("backbone") or None, adjust))
+        metadata = request.files.get("metadata")
+        try:  # age, sex, site per image id, for a model with clinical inputs
+            clinical = read_clinical_csv(metadata.stream, metadata.filename) if metadata else None
+        except PipelineError as err:
+            raise ApiError(400, str(err)) from err
+        return jsonify(models.predict_batch(files, request.form.get("backbone") or None, adjust,
+                                            clinical))
 
     @app.errorhandler(ApiError)
     def api_error(err: ApiError):
