@@ -12,8 +12,8 @@ With `evaluate.tta: true` the probabilities are averaged over the eight flips/ro
 each image (core/tta.py), as predict --tta and the web app do.
 
 A model that is a logistic head on frozen features (its card's "linear_head") is computed
-from the features cache without starting TensorFlow, which costs more than the rest of the
-stage; where the cache lacks an image (or with TTA) the Keras model runs.
+from the features stage's arrays without starting TensorFlow, which would cost more than
+the rest of the stage; with TTA, or for any other model, the Keras model runs.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ import pandas as pd
 
 from stages.core.cli import parse_target, run_stage
 from stages.core.clinical import with_clinical
-from stages.core.feature_cache import cached_features, stored_features
+from stages.core.errors import PipelineError
+from stages.core.feature_cache import cached_features
 from stages.core.files import write_json
+from stages.core.frozen_features import PREPARED, read_info, read_part
 from stages.core.linear_head import linear_probabilities
 from stages.core.metrics import curve_points, with_intervals
 from stages.core.model_io import load_model, read_card
@@ -74,14 +76,13 @@ def main(backbone: str, fold: str) -> None:
     classes = card["classes"]
     prepared = list(read_meta(PREPARED_DIR)["counts"])
     parts = fold_parts(fold, prepared)
-    predict = probabilities(model_path, card, tta)
+    predict_part = scored_parts(backbone, model_path, card, tta)
 
     scored = {"test": parts.test, "val": parts.val}
     if LOCKBOX in prepared:  # predicted for compare's one look at the served model
         scored[LOCKBOX] = LOCKBOX
     for part, name in scored.items():
-        split = read_split(PREPARED_DIR, name)
-        probs = predict(split.images)
+        split, probs = predict_part(name)
         if card.get("clinical"):
             # The same model on the same photos without their clinical data: what it
             # scores where none come with the photo (bench/paired_gain.py compares).
@@ -99,22 +100,27 @@ def main(backbone: str, fold: str) -> None:
     print(f"evaluate@{backbone}-{fold}: {json.dumps(summary)}")
 
 
-def probabilities(model_path: Path, card: dict, tta: bool) -> Predict:
-    """images → the model's probabilities: from the card's linear head and cached features
-    where it can, else by the Keras model (loaded once, at the first need)."""
+def scored_parts(backbone: str, model_path: Path, card: dict, tta: bool,
+                 ) -> Callable[[str], tuple[Split, np.ndarray]]:
+    """A prepared part's name → (its ids and labels, the model's probabilities): a logistic
+    head's from the features stage's arrays, any other model's (or with TTA) from the
+    images by the Keras model, loaded once at the first need."""
+    linear = None if tta else card.get("linear_head")
+    if linear and read_info(backbone)["feature_key"] != linear["feature_key"]:
+        raise PipelineError(f"{model_path}: its head was fitted on other features than "
+                            f"data/processed/features/{backbone} holds: run `dvc repro`")
     keras_predict: list[Predict] = []
 
-    def predict(images: np.ndarray) -> np.ndarray:
-        linear = card.get("linear_head")
-        features = (stored_features(linear["feature_key"], images)
-                    if linear and not tta else None)
-        if features is not None:
-            return linear_probabilities(features, linear)
+    def scored(part: str) -> tuple[Split, np.ndarray]:
+        if linear:
+            features = read_part(backbone, PREPARED, part)
+            return features, linear_probabilities(features.images, linear)
         if not keras_predict:
             keras_predict.append(keras_probabilities(model_path, tta))
-        return keras_predict[0](images)
+        split = read_split(PREPARED_DIR, part)
+        return split, keras_predict[0](split.images)
 
-    return predict
+    return scored
 
 
 def keras_probabilities(model_path: Path, tta: bool) -> Predict:

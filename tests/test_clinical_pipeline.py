@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from stages import augment, download, evaluate, finetune, prepare, split, train
+from stages import augment, download, evaluate, features, finetune, prepare, split, train
 from stages.app import predict, serve
 from stages.core.errors import PipelineError
 from stages.core.model_io import read_card
@@ -54,6 +54,7 @@ def project(tmp_path_factory):
             SPLIT_FILE, index=False)
         for stage in (prepare, augment):
             stage.main()
+        features.main("lite0_frozen")
         train.main("lite0_frozen", "holdout")
         finetune.main("lite0_frozen", "holdout")
         evaluate.main("lite0_frozen", "holdout")

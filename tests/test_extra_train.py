@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import augment, download, prepare, split
+from stages import augment, download, features, prepare, split
 from stages.core.errors import PipelineError
-from stages.core.fold_data import train_only_rows, training_data
+from stages.core.fold_data import training_data
+from stages.core.frozen_features import fold_features
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, SPLIT_FILE, TRAIN_ONLY
 from stages.core.shards import fold_parts, read_split
 from stages.split import link_groups, unusable_train_only
@@ -59,13 +60,18 @@ def test_extra_images_train_every_fold_and_nothing_else(folds, in_tmp_repo, para
     assert set(table.loc[table["split"] == TRAIN_ONLY, "isic_id"]) == extra_ids
     prepare.main()
     augment.main()
+    features.main("lite0_frozen")
     assert set(read_split(AUGMENTED_DIR, TRAIN_ONLY).ids) == extra_ids
     parts = list(pd.read_json(PREPARED_DIR / "meta.json", typ="series")["counts"])
     for fold in folds:
         train, val, _ = training_data(str(fold))
         assert extra_ids <= set(train.ids)
-        assert set(train.ids[train_only_rows(train)]) == extra_ids  # never scored in inner CV
-        assert not train_only_rows(val).any()
+        # The logistic head's rows: the same images in the same order, and the extra ones
+        # marked, so that its inner CV fits on them and never scores them.
+        train_features, val_features, train_only = fold_features("lite0_frozen", str(fold), parts)
+        assert list(train_features.ids) == list(train.ids)
+        assert list(val_features.ids) == list(val.ids)
+        assert set(train.ids[train_only]) == extra_ids
         scored = fold_parts(str(fold), parts)
         for part in (scored.val, scored.test):
             assert not extra_ids & set(read_split(PREPARED_DIR, part).ids)

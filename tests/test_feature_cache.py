@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from stages.core import inference as inference_module
-from stages.core.feature_cache import cached_features, stored_features
+from stages.core.feature_cache import cached_features
 from stages.core.inference import extractor_key, inference, predict_batches, split_at_pool
 from tests.tiny_models import tiny_classifier, varied_images
 
@@ -28,16 +28,6 @@ def test_a_hit_is_what_a_recomputation_gives_and_computes_nothing(tmp_path, monk
     np.testing.assert_allclose(cached_features(extractor, images, cache_dir=tmp_path), direct,
                                atol=1e-6)
     assert computed == [4]
-
-
-def test_stored_features_need_no_extractor_and_every_image(tmp_path):
-    extractor, _ = split_at_pool(tiny_classifier("small_cnn", 32))
-    images = varied_images(5, 32, seed=2)
-    assert stored_features(extractor_key(extractor), images, tmp_path) is None
-    computed = cached_features(extractor, images[:4], cache_dir=tmp_path)
-    np.testing.assert_array_equal(
-        stored_features(extractor_key(extractor), images[[3, 0]], tmp_path), computed[[3, 0]])
-    assert stored_features(extractor_key(extractor), images, tmp_path) is None  # one missing
 
 
 def test_other_weights_or_views_are_another_extractor():

@@ -41,17 +41,6 @@ def _stored(folder: Path) -> dict[str, np.ndarray]:
     return known
 
 
-def stored_features(feature_key: str, images: np.ndarray, cache_dir: Path = CACHE_DIR,
-                    ) -> np.ndarray | None:
-    """The cached features of every image under an extractor's key (float32, (n, d)), or
-    None when any is missing: lets a stage whose model is a head on cached features run
-    without TensorFlow."""
-    known, keys = _stored(cache_dir / feature_key), image_keys(images)
-    if not len(keys) or not set(keys) <= set(known):
-        return None
-    return np.stack([known[key] for key in keys]).astype(np.float32)
-
-
 def cached_features(extractor: keras.Model, images: np.ndarray, batch_size: int = 64,
                     cache_dir: Path = CACHE_DIR) -> np.ndarray:
     """extractor(images) as float32 (n, d), from the cache where it has them; the images

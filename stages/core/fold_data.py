@@ -7,20 +7,11 @@ import math
 from typing import Any
 
 import keras
-import numpy as np
 
 from stages.core.feature_cache import cached_features
 from stages.core.layers import DIHEDRAL, dihedral
-from stages.core.paths import AUGMENTED_DIR, LOCKBOX, PREPARED_DIR, TRAIN_ONLY
-from stages.core.shards import (
-    Split,
-    fold_parts,
-    part_ids,
-    read_meta,
-    read_parts,
-    read_split,
-    source_image,
-)
+from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
+from stages.core.shards import Split, fold_parts, read_meta, read_parts, read_split
 
 
 def training_data(fold: str) -> tuple[Split, Split, dict]:
@@ -30,27 +21,10 @@ def training_data(fold: str) -> tuple[Split, Split, dict]:
     return read_parts(AUGMENTED_DIR, parts.train), read_split(PREPARED_DIR, parts.val), meta
 
 
-def train_only_rows(split: Split) -> np.ndarray:
-    """Which rows of `split` are data.extra_train images, or augment's copies of them."""
-    if TRAIN_ONLY not in read_meta(PREPARED_DIR)["counts"]:
-        return np.zeros(len(split.ids), bool)
-    return np.isin(source_image(split.ids), part_ids(PREPARED_DIR, TRAIN_ONLY))
-
-
 def backbone_features(extractor: keras.Model, split: Split, batch_size: int) -> Split:
     """`split` with each image replaced by what `extractor` makes of it (float32 vectors),
     computed once per image and extractor (core/feature_cache.py)."""
     return Split(cached_features(extractor, split.images, batch_size), split.labels, split.ids)
-
-
-def cache_scored_features(extractor: keras.Model, fold: str, batch_size: int) -> None:
-    """Features of the images evaluate scores besides validation (the fold's test part and
-    the lockbox) into the cache, so that evaluate of a logistic head finds all it needs
-    there and runs without TensorFlow; each image is still computed once (a later fold
-    finds them)."""
-    counts = list(read_meta(PREPARED_DIR)["counts"])
-    for part in [fold_parts(fold, counts).test, *([LOCKBOX] if LOCKBOX in counts else [])]:
-        cached_features(extractor, read_split(PREPARED_DIR, part).images, batch_size)
 
 
 def random_symmetry(image, seed):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stages.core.errors import MissingInputError
+import numpy as np
+
+from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import atomic_path, write_json
 
 if TYPE_CHECKING:  # imported where used: reading a card needs no TensorFlow
@@ -52,6 +55,41 @@ def write_model(model: keras.Model, path: Path, card: dict) -> None:
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
         _without_save_time(tmp)
+    write_json(path.with_suffix(".json"), card)
+
+
+def write_linear_model(network: Path, path: Path, kernel: np.ndarray, bias: np.ndarray,
+                       card: dict) -> None:
+    """`network` (a saved classifier whose only Dense layer is its softmax "probs" on the
+    pooled features, as the features stage saves it) with that layer's kernel and bias
+    replaced, saved as `path` with its card, without starting TensorFlow: the archive's
+    weights file is edited (h5py), every other byte kept. For a logistic head on a frozen
+    backbone that layer is all that training changes, and the result is an ordinary .keras
+    model (tests/test_linear_model.py loads it and checks its answers)."""
+    import h5py
+
+    with zipfile.ZipFile(network) as source:
+        entries = [(info, source.read(info)) for info in source.infolist()]
+    layers = json.loads(dict((i.filename, d) for i, d in entries)["config.json"])
+    dense = [layer["config"]["name"] for layer in layers["config"]["layers"]
+             if layer["class_name"] == "Dense"]
+    if dense != ["probs"]:
+        raise PipelineError(f"{network}: a linear head is written into a network whose only "
+                            f"Dense layer is 'probs'; this one has {dense}")
+    with atomic_path(path, suffix=".keras") as tmp, zipfile.ZipFile(tmp, "w") as target:
+        for info, data in entries:
+            if info.filename == "model.weights.h5":
+                buffer = io.BytesIO(data)
+                with h5py.File(buffer, "r+") as weights:
+                    # Keras names a top-level layer's weights by its class: the one Dense
+                    for index, value in enumerate((kernel, bias)):
+                        stored = weights[f"layers/dense/vars/{index}"]
+                        if stored.shape != value.shape:
+                            raise PipelineError(f"{network}: 'probs' weight {index} is "
+                                                f"{stored.shape}, the head's {value.shape}")
+                        stored[...] = np.asarray(value, stored.dtype)
+                data = buffer.getvalue()
+            target.writestr(info, data)
     write_json(path.with_suffix(".json"), card)
 
 

@@ -21,6 +21,7 @@ SPLIT_COUNTS_FILE = Path("metrics/split.json")
 PREPARED_DIR = Path("data/processed/prepared")
 PREPARE_REJECTED_FILE = Path("data/interim/rejected.csv")
 AUGMENTED_DIR = Path("data/processed/augmented")
+FEATURES_DIR = Path("data/processed/features")  # features@<backbone>: frozen features per part
 MODELS_DIR = Path("models")
 EXPORT_DIR = MODELS_DIR / "export"
 SUMMARY_FILE = Path("metrics/summary.json")
@@ -30,6 +31,10 @@ BACKUP_ROOT = Path(".cache/backup")  # training state between epochs, outside DV
 
 def model_dir(backbone: str, fold: str) -> Path:
     return MODELS_DIR / backbone / str(fold)
+
+
+def features_dir(backbone: str) -> Path:
+    return FEATURES_DIR / backbone
 
 
 def training_log_dir(backbone: str, fold: str, phase: str) -> Path:

@@ -36,8 +36,6 @@ class Built:
     fitted: keras.Model | None = None  # what trains, if not `model` (e.g. the head alone)
     callbacks: Sequence[keras.callbacks.Callback] = field(default_factory=list)
     note: str = ""  # one line on the terminal: what trains
-    summary: dict = field(default_factory=dict)  # extra figures for the phase's metrics.json
-    curve: list[dict] = field(default_factory=list)  # a curve drawn instead of epochs (none)
 
 
 @dataclass(frozen=True)
@@ -70,16 +68,14 @@ def run_phase(phase: Phase, backbone: str, fold: str, params: dict,
     name = f"{phase.stage}@{backbone}-{fold}"
     print(f"{name}: {built.note}; {hardware.describe()}", flush=True)
     if hardware.kind == "multi_worker" or phase.fit.epochs == 0:
-        # A cluster's workers would overwrite each other's backups; with no epochs (a
-        # logistic head, fitted in `build`) there is nothing to resume, and fingerprinting
-        # the data for it cost ~0.5 s a stage.
+        # A cluster's workers would overwrite each other's backups; with no epochs there is
+        # nothing to resume.
         checkpoints: Checkpoints = NoCheckpoints()
     else:
         checkpoints = Checkpoints(phase.stage, f"{backbone}-{fold}", fingerprint(
             {"params": params, "fold": fold}, [PREPARED_DIR, AUGMENTED_DIR, *phase.inputs]))
     fit_resumable(built.fitted or built.model, built.train, built.val, len(meta["classes"]),
-                  phase.fit, seed, checkpoints, name, hardware, built.callbacks, built.summary,
-                  built.curve)
+                  phase.fit, seed, checkpoints, name, hardware, built.callbacks)
     if hardware.is_chief:
         write_model(built.model, model_dir(backbone, fold) / phase.output, built.card)
         checkpoints.finish(training_log_dir(backbone, fold, phase.stage))
@@ -87,15 +83,13 @@ def run_phase(phase: Phase, backbone: str, fold: str, params: dict,
 
 def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, fit: FitConfig,
                   seed: int, checkpoints: Checkpoints, name: str, hardware: Hardware,
-                  callbacks: Sequence[keras.callbacks.Callback] = (),
-                  summary: dict | None = None, curve: Sequence[dict] = ()) -> int:
+                  callbacks: Sequence[keras.callbacks.Callback] = ()) -> int:
     """Train for `fit.epochs` epochs (train_loop.fit_epochs), resumed from `checkpoints` when
     a backup exists.
 
     One line per epoch on the terminal; DVCLive curves into checkpoints.live_dir (published
     by Checkpoints.finish once the caller has written its model). `fit.batch_size` is per
-    replica. With no epochs, `curve` (rows of figures, one step each) is drawn instead.
-    Returns the first epoch this call trained (0 unless resumed).
+    replica. Returns the first epoch this call trained (0 unless resumed).
     """
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
@@ -120,13 +114,7 @@ def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, 
                 fit_epochs(model, batches, steps, val_data, fit.batch_size, fit.epochs, start,
                            [DVCLiveCallback(live=live), *callbacks,
                             SaveEachEpoch(checkpoints, callbacks, state)], hardware)
-        if fit.epochs == 0:  # no epochs: the curve given, if any; the outputs still exist
-            for row in curve:
-                for metric, value in row.items():
-                    live.log_metric(metric, value, plot=True)
-                live.next_step()
-        live.summary |= summary or {}  # (over the curve's last step)
-        if fit.epochs == 0:
+        if fit.epochs == 0:  # no epochs: the outputs still exist
             live.make_summary()
             (checkpoints.live_dir / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
     return start

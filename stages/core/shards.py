@@ -96,15 +96,6 @@ def source_image(ids: np.ndarray) -> np.ndarray:
     return np.array([str(i).split(COPY_MARK)[0] for i in ids])
 
 
-def part_ids(data_dir: Path, split: str) -> np.ndarray:
-    """The image ids of one part, without reading its pixels (npz members load lazily)."""
-    ids = []
-    for path in shard_paths(data_dir, split):
-        with np.load(path) as shard:
-            ids.append(shard["ids"])
-    return np.concatenate(ids)
-
-
 def read_parts(data_dir: Path, parts: list[str]) -> Split:
     """Several parts (e.g. the training folds of a cross-validation run) as one Split."""
     return concat([read_split(data_dir, part) for part in parts])
