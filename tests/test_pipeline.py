@@ -173,9 +173,9 @@ def test_training_is_reproducible_on_cpu(project):
 
 @pytest.mark.skipif(not UDA1_DIR.exists(), reason=f"{UDA1_DIR} not found (../shared/data)")
 def test_cross_validation_on_real_isic_images(tmp_path):
-    """The 400 UDA-1 dermoscopy images through every stage: 3-fold CV of two backbones and
-    their ensemble (tiny epochs, 32 px)."""
-    names = ["small_cnn", "small_functional_cnn"]
+    """The 400 UDA-1 dermoscopy images through every stage: 3-fold CV of two frozen backbones
+    with logistic heads (the real-data profiles' kind of model) and their ensemble, 32 px."""
+    names = ["lite0_frozen", "lite1_frozen"]
     project = Project.copy_of_repo(tmp_path, merged(TINY, {
         "data": {"source": "local", "local": {"path": str(UDA1_DIR), "layout": "auto"}},
         "folds": [0, 1, 2], "compare": {"ensemble": names},
@@ -190,7 +190,7 @@ def test_cross_validation_on_real_isic_images(tmp_path):
     rejected = pd.read_csv(project.root / "data/interim/rejected.csv")
     assert rejected.empty, rejected
     for fold in range(3):  # each fold is scored on its own held-out images
-        scores = _read_json(project, f"metrics/backbones/small_cnn/{fold}.json")
+        scores = _read_json(project, f"metrics/backbones/lite0_frozen/{fold}.json")
         assert scores["n_images"] == (split["split"] == f"fold{fold}").sum()
     guard = _read_json(project, "metrics/guard.json")  # real lesions, cross-fitted
     assert guard["not_lesions_flagged"] == 5 and guard["held_out_flagged"] <= 0.05, guard
@@ -198,9 +198,9 @@ def test_cross_validation_on_real_isic_images(tmp_path):
     for name in [*names, "ensemble"]:
         row = summary["scores"][name]
         assert row["folds"] == 3 and "roc_auc_std" in row, name
-    aucs = [_read_json(project, f"metrics/backbones/small_cnn/{k}.json")["roc_auc"]
+    aucs = [_read_json(project, f"metrics/backbones/lite0_frozen/{k}.json")["roc_auc"]
             for k in range(3)]
-    assert summary["scores"]["small_cnn"]["roc_auc"] == pytest.approx(sum(aucs) / 3, abs=1e-6)
+    assert summary["scores"]["lite0_frozen"]["roc_auc"] == pytest.approx(sum(aucs) / 3, abs=1e-6)
     assert summary["best"] in names
 
 
