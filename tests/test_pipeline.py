@@ -179,7 +179,7 @@ def test_cross_validation_on_real_isic_images(tmp_path):
     names = ["lite0_frozen", "lite1_frozen"]
     project = Project.copy_of_repo(tmp_path, merged(TINY, {
         "data": {"source": "local", "local": {"path": str(UDA1_DIR), "layout": "auto"}},
-        "folds": [0, 1, 2], "compare": {"ensemble": names},
+        "backbones": names, "folds": [0, 1, 2], "compare": {"ensemble": names},
     }))
     project.dvc("repro")
     raw = pd.read_csv(project.root / "data/raw/metadata.csv")
