@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -70,6 +71,9 @@ class Project:
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
         return result
+
+    def read_json(self, path: str) -> dict:
+        return json.loads((self.root / path).read_text())
 
     def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run(str(Path(sys.executable).parent / "dvc"), *args, check=check)

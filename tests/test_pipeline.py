@@ -9,9 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from stages.compare import COLUMNS
-from stages.core.params import merged
 from tests.browser import chromium
-from tests.conftest import UDA1_DIR
 from tests.pipeline_project import TINY, Project
 
 pytestmark = pytest.mark.slow
@@ -29,9 +27,6 @@ def project(tmp_path_factory) -> Project:
     return project
 
 
-def _read_json(project: Project, path: str) -> dict:
-    return json.loads((project.root / path).read_text())
-
 
 def test_repro_writes_every_declared_output(project):
     root = project.root
@@ -47,7 +42,7 @@ def test_repro_writes_every_declared_output(project):
                      f"metrics/plots/{name}/holdout/confusion.csv",
                      f"metrics/training/{name}/holdout/train/metrics.json"):
             assert (root / path).exists(), path
-        scores = _read_json(project, f"metrics/backbones/{name}/holdout.json")
+        scores = project.read_json(f"metrics/backbones/{name}/holdout.json")
         assert set(scores) >= METRIC_KEYS, name
         assert 0.0 <= scores["roc_auc"] <= 1.0
         for part in ("test", "val"):
@@ -56,12 +51,12 @@ def test_repro_writes_every_declared_output(project):
             assert len(predictions) == (split["split"] == part).sum()
         assert (root / "models/guard/ood.npz").exists()
         assert (root / f"metrics/subgroups/{name}/holdout.json").exists()
-    summary = _read_json(project, "metrics/summary.json")
+    summary = project.read_json("metrics/summary.json")
     assert summary["best"] in TINY["backbones"]
     # the served scratch CNN is guarded like any model: the cat, coffee, ... are flagged
-    guard = _read_json(project, "metrics/guard.json")
+    guard = project.read_json("metrics/guard.json")
     assert guard["not_lesions_flagged"] == 5 and guard["held_out_flagged"] <= 0.05, guard
-    served = _read_json(project, "models/served.json")
+    served = project.read_json("models/served.json")
     assert served["ood"]["extractor"] == "lite0"
     # The served backbone is the best on the validation images (never chosen on its test
     # ones), and its estimate is its own test score.
@@ -129,10 +124,10 @@ def test_one_backbone_change_reruns_only_its_stages_and_compare(project):
     project.set_params({"models": {"small_cnn": {"finetune": {"lr": 1.0e-3}}}})
     status = project.dvc("status", "--json").stdout
     assert set(json.loads(status)) == {"finetune@small_cnn-holdout"}
-    served_before = _read_json(project, "models/served.json")
+    served_before = project.read_json("models/served.json")
     ran = project.stages_run(project.dvc("repro").stdout)
     # export follows the served model: it reruns only when models/served.json changed
-    served_changed = _read_json(project, "models/served.json") != served_before
+    served_changed = project.read_json("models/served.json") != served_before
     assert ran == {"finetune@small_cnn-holdout", "evaluate@small_cnn-holdout", "compare",
                    *(["export"] if served_changed else [])}
     project.git("add", "-A")
@@ -163,82 +158,10 @@ def test_augment_change_reruns_augment_and_everything_after(project):
 
 def test_training_is_reproducible_on_cpu(project):
     path = "metrics/backbones/small_functional_cnn/holdout.json"
-    before = _read_json(project, path)
+    before = project.read_json(path)
     project.dvc("repro", "--force", "--single-item", "train@small_functional_cnn-holdout")
     # Same weights, same bytes (no save date in the .keras file): nothing downstream is stale.
     assert "up to date" in project.dvc("status").stdout
     ran = project.stages_run(project.dvc("repro").stdout)
     assert ran == set()
-    assert _read_json(project, path) == before
-
-
-@pytest.mark.skipif(not UDA1_DIR.exists(), reason=f"{UDA1_DIR} not found (../shared/data)")
-def test_cross_validation_on_real_isic_images(tmp_path):
-    """The 400 UDA-1 dermoscopy images through every stage: 3-fold CV of two frozen backbones
-    with logistic heads (the real-data profiles' kind of model) and their ensemble, 32 px."""
-    names = ["lite0_frozen", "lite1_frozen"]
-    project = Project.copy_of_repo(tmp_path, merged(TINY, {
-        "data": {"source": "local", "local": {"path": str(UDA1_DIR), "layout": "auto"}},
-        "backbones": names, "folds": [0, 1, 2], "compare": {"ensemble": names},
-    }))
-    project.dvc("repro")
-    raw = pd.read_csv(project.root / "data/raw/metadata.csv")
-    assert len(raw) == 400 and (raw["benign_malignant"] == "malignant").sum() == 114
-    assert (project.root / "data/raw/attribution.txt").exists()
-    split = pd.read_csv(project.root / "data/interim/split.csv")
-    assert len(split) == 400 and set(split["split"]) == {"fold0", "fold1", "fold2"}
-    assert (split.groupby("group")["split"].nunique() == 1).all()
-    rejected = pd.read_csv(project.root / "data/interim/rejected.csv")
-    assert rejected.empty, rejected
-    for fold in range(3):  # each fold is scored on its own held-out images
-        scores = _read_json(project, f"metrics/backbones/lite0_frozen/{fold}.json")
-        assert scores["n_images"] == (split["split"] == f"fold{fold}").sum()
-    guard = _read_json(project, "metrics/guard.json")  # real lesions, cross-fitted
-    assert guard["not_lesions_flagged"] == 5 and guard["held_out_flagged"] <= 0.05, guard
-    summary = _read_json(project, "metrics/summary.json")
-    for name in [*names, "ensemble"]:
-        row = summary["scores"][name]
-        assert row["folds"] == 3 and "roc_auc_std" in row, name
-    aucs = [_read_json(project, f"metrics/backbones/lite0_frozen/{k}.json")["roc_auc"]
-            for k in range(3)]
-    assert summary["scores"]["lite0_frozen"]["roc_auc"] == pytest.approx(sum(aucs) / 3, abs=1e-6)
-    assert summary["best"] in names
-
-
-def _ham10000_folder(root, count: int = 90):
-    """A HAM10000-layout folder (three diagnoses, two image folders) of synthetic images."""
-    from stages.core.sources.synthetic import generate
-
-    staging = root / "staging"
-    meta = generate(staging, count=count, size=48, malignant_fraction=0.3, seed=3)
-    ham = root / "HAM10000"
-    rows = []
-    for k, row in enumerate(meta.itertuples()):
-        part = ham / f"HAM10000_images_part_{1 + k % 2}"
-        part.mkdir(parents=True, exist_ok=True)
-        (staging / f"{row.isic_id}.jpg").rename(part / f"{row.isic_id}.jpg")
-        dx = "mel" if row.diagnosis == "melanoma" else ("nv", "bkl")[k % 2]
-        rows.append({"lesion_id": row.lesion_id, "image_id": row.isic_id, "dx": dx,
-                     "dx_type": "histo", "age": 50, "sex": "male", "localization": "back"})
-    pd.DataFrame(rows).to_csv(ham / "HAM10000_metadata.csv", index=False)
-    return ham
-
-
-def test_multiclass_task_on_a_ham10000_folder(tmp_path):
-    ham = _ham10000_folder(tmp_path)
-    project = Project.copy_of_repo(tmp_path / "repo", merged(TINY, {
-        "task": "multiclass",
-        "data": {"source": "local", "local": {"path": str(ham), "layout": "auto"}},
-        "backbones": ["small_functional_cnn"],
-    }))
-    project.dvc("repro")
-    split = pd.read_csv(project.root / "data/interim/split.csv")
-    assert set(split["label"]) == {"melanoma", "nevus", "benign keratosis"}
-    meta = pd.read_csv(ham / "HAM10000_metadata.csv")
-    lesion_of = dict(zip(meta["image_id"], meta["lesion_id"], strict=True))
-    assert (split.groupby(split["isic_id"].map(lesion_of))["split"].nunique() == 1).all()
-    predictions = pd.read_csv(
-        project.root / "metrics/predictions/small_functional_cnn/holdout/test.csv")
-    assert list(predictions.columns) == ["image", "benign keratosis", "melanoma", "nevus"]
-    scores = _read_json(project, "metrics/backbones/small_functional_cnn/holdout.json")
-    assert len(scores["confusion_matrix"]["rows_true_cols_pred"]) == 3
+    assert project.read_json(path) == before

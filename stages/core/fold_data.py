@@ -50,18 +50,21 @@ def epoch_batches(split: Split, n_classes: int, batch_size: int, seed: int, firs
     """
     import tensorflow as tf
 
-    base = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).enumerate()
+    all_images, all_labels = tf.constant(split.images), tf.constant(split.labels)
     n = len(split.labels)
 
     def one_epoch(epoch):
         epoch_seed = seed * 100_003 + epoch
-        shuffled = base.shuffle(n, seed=epoch_seed)
+        # The epoch's order, drawn by a stateless op from (seed, epoch). Dataset.shuffle with
+        # a tensor seed fails to trace when TensorFlow's global seed is 0 (params seed: 0).
+        order = tf.argsort(tf.random.stateless_uniform([n], tf.stack([epoch_seed, -1])))
+        shuffled = tf.data.Dataset.from_tensor_slices(tf.cast(order, tf.int64)).map(
+            lambda index: (index, tf.gather(all_images, index), tf.gather(all_labels, index)))
         if online_augment == "dihedral":
-            images = shuffled.map(lambda index, item: (
-                random_symmetry(item[0], tf.stack([tf.cast(epoch_seed, tf.int64), index])),
-                item[1]))
+            images = shuffled.map(lambda index, image, label: (
+                random_symmetry(image, tf.stack([epoch_seed, index])), label))
         else:
-            images = shuffled.map(lambda index, item: item)
+            images = shuffled.map(lambda index, image, label: (image, label))
         return (images.batch(batch_size)
                 .map(lambda image, label: (tf.cast(image, tf.float32),
                                            tf.one_hot(label, n_classes))))
