@@ -20,13 +20,17 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 repro: venv
 	$(BIN)/dvc repro
 
+# Two test processes (pytest-xdist), a file each at a time: much of a test is Python and DVC
+# starting up, one core each; a file's module fixtures (one tiny `dvc repro`) run once.
+XDIST := -n 2 --dist loadfile
+
 test: venv lint
-	$(BIN)/python -m pytest -q -m "not slow" --durations=10
+	$(BIN)/python -m pytest -q -m "not slow" $(XDIST) --durations=10
 
 # In CI (CI=true) a test that cannot run here (no ../shared/data, Chromium or sshd) fails with
 # its reason instead of skipping (tests/conftest.py).
 test-all: venv lint
-	$(BIN)/python -m pytest -q -m "" --durations=25
+	$(BIN)/python -m pytest -q -m "" $(XDIST) --durations=25
 
 serve: venv
 	$(BIN)/python -m stages.app.serve
