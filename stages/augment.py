@@ -18,6 +18,7 @@ from stages.core.cli import run_stage
 from stages.core.params import get, number, stage_params
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, TRAIN_ONLY
 from stages.core.shards import copy_id, read_meta, read_split, write_meta, write_split
+from stages.core.worklog import work
 
 if TYPE_CHECKING:
     import keras
@@ -100,8 +101,9 @@ def main() -> None:
         data = read_split(PREPARED_DIR, part)
         targets = target_counts(data.labels, number(params, "augment.copies", 1.0, 100.0),
                                 bool(get(params, "augment.balance")))
-        items = augmented_items(data.images, data.labels, data.ids, targets, model, rng)
-        counts[part] = write_split(AUGMENTED_DIR, part, items, meta["shard_size"])
+        with work("augment"):
+            items = augmented_items(data.images, data.labels, data.ids, targets, model, rng)
+            counts[part] = write_split(AUGMENTED_DIR, part, items, meta["shard_size"])
         print(f"{part}: {counts[part]} training images written to {AUGMENTED_DIR}", flush=True)
     write_meta(AUGMENTED_DIR, {"classes": meta["classes"], "counts": counts})
 

@@ -16,14 +16,7 @@ import shutil
 
 from stages.core.cli import parse_target, run_stage
 from stages.core.files import write_json
-from stages.core.frozen_features import (
-    AUGMENTED,
-    INFO,
-    NETWORK,
-    PREPARED,
-    has_frozen_features,
-    write_part,
-)
+from stages.core.frozen_features import AUGMENTED, INFO, NETWORK, PREPARED, write_part
 from stages.core.params import model_config, number, stage_params, train_solver
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, features_dir
 from stages.core.shards import Split, read_meta, read_split
@@ -33,8 +26,8 @@ def main(backbone: str) -> None:
     params = stage_params("features", {"backbone": backbone})
     out = features_dir(backbone)
     shutil.rmtree(out, ignore_errors=True)
-    train_solver(params, backbone)  # validates: a logistic head needs pretrained weights
-    if not has_frozen_features(params, backbone):
+    # train_solver validates too: a logistic head needs pretrained weights
+    if train_solver(params, backbone) != "logistic":
         write_json(out / INFO, {"feature_key": None, "none": (
             f"models.{backbone}.train.solver is not logistic: train runs the network")})
         print(f"features@{backbone}: no frozen features (train.solver is not logistic)")

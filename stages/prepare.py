@@ -28,6 +28,7 @@ from stages.core.paths import PREPARE_REJECTED_FILE, PREPARED_DIR, RAW_DIR, SPLI
 from stages.core.progress import Progress
 from stages.core.reports import check_rejected, write_report
 from stages.core.shards import EmptySplitError, write_meta, write_split
+from stages.core.worklog import work
 
 MAX_KEY = "prepare.max_rejected_fraction"
 
@@ -82,7 +83,7 @@ def main() -> None:
         old.unlink()
     rejected: list[dict] = []
     counts: dict[str, int] = {}
-    with Pool(usable_cores()) as pool:
+    with Pool(usable_cores()) as pool, work("decode and resize"):
         for split in sorted(frame["split"].unique()):  # train/val/test, or fold0..foldK-1
             rows = frame[frame["split"] == split]
             items = decoded_items(rows, size, steps, pool, rejected, split)

@@ -122,6 +122,10 @@ def run(name: str, assignments: list[str], keep: bool) -> None:
                             f"stash them first):\n{dirty}")
     params = profile_params(name, assignments)
     write_params(params)
+    # The default's lock entries would stay beside the profile's (DVC rewrites only the
+    # stages it runs), and DVC re-reads and rewrites the whole lock after every stage: a
+    # profile's run starts without one (restore_workspace brings it back).
+    Path("dvc.lock").unlink(missing_ok=True)
     started = time.monotonic()
     try:
         dvc("repro", check=True)

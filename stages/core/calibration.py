@@ -22,6 +22,7 @@ from scipy.optimize import minimize_scalar
 from scipy.stats import binom
 
 from stages.core.labels import CODES
+from stages.core.softmax import softmax
 
 EPS = 1e-7
 
@@ -33,9 +34,7 @@ def apply_temperature(probs: np.ndarray, temperature: float,
     logits = np.log(np.clip(probs, EPS, 1.0)) / temperature
     if class_bias is not None:
         logits = logits + np.asarray(class_bias)
-    logits -= logits.max(axis=1, keepdims=True)
-    scaled = np.exp(logits)
-    return scaled / scaled.sum(axis=1, keepdims=True)
+    return softmax(logits)
 
 
 def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:

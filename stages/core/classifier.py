@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 
 from stages.core.backbones import build_base, get_backbone
-from stages.core.layers import DihedralViews, ViewMean, batch_norm
+from stages.core.layers import DihedralViews, ViewMean, batch_norm, probs_layer
 from stages.core.params import HeadConfig, ModelConfig
 
 
@@ -53,8 +53,7 @@ def _head(x, head: HeadConfig, n_classes: int):
         if head.batch_norm:
             x = batch_norm(name=f"head_bn{i}")(x)
         x = keras.layers.Dropout(rate, name=f"head_dropout{i}")(x)
-    # float32 output even under mixed precision, so probabilities stay exact.
-    return keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
+    return probs_layer(n_classes)(x)
 
 
 def compile_classifier(model: keras.Model, lr: float) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from stages.core.params import ParamsError, get
+from stages.core.softmax import softmax
 
 INPUTS = ("age", "sex", "site")
 SEXES = ("male", "female")
@@ -108,7 +109,5 @@ def with_clinical(probs: np.ndarray, entry: dict | None, table: pd.DataFrame | N
     logits = encoding.encode(table).astype(np.float64) @ np.asarray(entry["coefficients"],
                                                                      np.float64)
     shifted = np.log(np.clip(probs.astype(np.float64), 1e-30, None)) + logits
-    shifted -= shifted.max(axis=1, keepdims=True)
-    out = np.exp(shifted)
-    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+    return softmax(shifted).astype(np.float32)
 

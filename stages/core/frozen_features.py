@@ -15,19 +15,13 @@ import numpy as np
 
 from stages.core.errors import MissingInputError
 from stages.core.files import atomic_path
-from stages.core.params import ParamsError, get
+from stages.core.params import ParamsError
 from stages.core.paths import TRAIN_ONLY, features_dir
 from stages.core.shards import Split, concat, fold_parts
 
 PREPARED, AUGMENTED = "prepared", "augmented"  # the parts' two sources, one folder each
 INFO = "features.json"  # feature_key, classes, the parts; or why there are no features
 NETWORK = "classifier.keras"  # its head's weights are zero; train writes each fold's in
-
-
-def has_frozen_features(params: dict, backbone: str) -> bool:
-    """Whether train fits this model's head on frozen features (`train.solver: logistic`,
-    which params.train_solver checks has pretrained weights): what the stage computes for."""
-    return get(params, f"models.{backbone}.train.solver") == "logistic"
 
 
 def part_file(backbone: str, source: str, part: str) -> Path:

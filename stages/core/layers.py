@@ -18,6 +18,12 @@ class CaffeScaling(keras.layers.Layer):
         return inputs[..., ::-1] - np.array([103.939, 116.779, 123.68], dtype="float32")
 
 
+def probs_layer(n_classes: int) -> keras.layers.Dense:
+    """The classifier's last layer, "probs": the one a logistic head's weights are written
+    into. float32 even under mixed precision, so probabilities stay exact."""
+    return keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")
+
+
 def batch_norm(name: str | None = None) -> keras.layers.BatchNormalization:
     """BatchNorm for layers we train from scratch.
 

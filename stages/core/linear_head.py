@@ -20,6 +20,7 @@ from sklearn.model_selection import GroupKFold
 
 from stages.core.hardware import usable_cores
 from stages.core.shards import source_image
+from stages.core.softmax import softmax
 
 # Inverse L2 strengths tried. On standardised features of ~1,000-2,000 dimensions and a few
 # thousand images the choice lands near 1e-3; past 1 the fit is all but unregularised and
@@ -30,11 +31,6 @@ C_GRID = np.logspace(-4, 0, 9)
 # 2017, C from 1e-4 to 1).
 TOL = 1e-3
 INNER_FOLDS = 5
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def inner_splits(labels: np.ndarray, groups: np.ndarray, train_only: np.ndarray,

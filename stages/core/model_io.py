@@ -65,7 +65,7 @@ def write_linear_model(network: Path, path: Path, kernel: np.ndarray, bias: np.n
     replaced, saved as `path` with its card, without starting TensorFlow: the archive's
     weights file is edited (h5py), every other byte kept. For a logistic head on a frozen
     backbone that layer is all that training changes, and the result is an ordinary .keras
-    model (tests/test_linear_model.py loads it and checks its answers)."""
+    model (tests/test_evaluate_linear.py loads it and checks its answers)."""
     import h5py
 
     with zipfile.ZipFile(network) as source:
@@ -140,9 +140,10 @@ def _with_linear_head(model: keras.Model, linear: dict) -> keras.Model:
     import keras
     import numpy as np
 
+    from stages.core.layers import probs_layer
+
     pool = model.get_layer("pool").output
-    probs = keras.layers.Dense(len(linear["bias"]), activation="softmax", dtype="float32",
-                               name="probs")
+    probs = probs_layer(len(linear["bias"]))
     outputs = probs(pool)
     probs.set_weights([np.asarray(linear["kernel"], np.float32),
                        np.asarray(linear["bias"], np.float32)])
