@@ -1,0 +1,191 @@
+"""Pilot for issue #26 item 3: does fine-tuning the top of a frozen Lite backbone, on its
+activations computed once per image and view, beat the frozen logistic head? One backbone,
+one fixed recipe (no choice made on the test folds), development folds only.
+
+    python bench/top_finetune_pilot.py uda1                  # a profile in profiles/
+    python bench/top_finetune_pilot.py uda1 --epochs 10 --arch efficientnet_lite0_ms
+
+Clones this repository beside it (so the profile's ../shared/data paths hold), runs the
+profile's `download → split → prepare` there, and for each cross-validation fold (its lockbox
+is never read):
+- runs the multi-scale backbone once over every image in its 8 dihedral views, keeping the
+  pooled ends of stages 5-7 and the stage-7 map that feeds the top 1x1 conv;
+- baseline: the profile's head, `linear_head.fit_linear_head` on the identity view's features
+  (the four pooled layers: what the `lite*_ms_frozen` models fit);
+- tuned: the same head as the starting point, then the top conv (its BatchNorm statistics
+  kept) and the head trained together with Adam for `--epochs`, each epoch on one random
+  dihedral view of every training image;
+and scores both on the fold's test images (identity view). It prints the pooled out-of-fold
+ROC AUC (macro over classes when there are more than two) of each, and the paired difference
+with a 95 % bootstrap interval (2,000 resamples within each class).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stages.app.profile import cpu_model
+from stages.core.linear_head import fit_linear_head
+from stages.core.paths import PREPARED_DIR
+from stages.core.shards import Split, fold_parts, read_meta, read_split
+from stages.core.softmax import softmax
+
+REPO = Path(__file__).resolve().parents[1]
+VIEWS = 8
+
+
+def dihedral(images: np.ndarray, view: int) -> np.ndarray:
+    """View 0 is the image; 1-3 its rotations by 90°; 4-7 those of its mirror image."""
+    out = images[:, :, ::-1] if view >= 4 else images
+    return np.rot90(out, view % 4, axes=(1, 2))
+
+
+def prepare_workspace(name: str) -> Path:
+    workdir = REPO.parent / f"{REPO.name}-pilot-{name}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    subprocess.run(["git", "clone", "-q", str(REPO), str(workdir)], check=True)
+    code = ("import sys; from stages.app.profile import profile_params, write_params; "
+            "write_params(profile_params(sys.argv[1]))")
+    subprocess.run([sys.executable, "-c", code, name], cwd=workdir, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", "prepare"], cwd=workdir,
+                   check=True)
+    return workdir
+
+
+def activations(base, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the four pooled layers the frozen models fit (n, views, d), float32; the stage-7 maps
+    that feed the top conv (n, views, h, w, c), float16 to fit in memory)."""
+    import keras
+
+    trunk = keras.Model(base.input, base.get_layer("multi_scale").input)
+    pooled, maps = [], []
+    for view in range(VIEWS):
+        outputs = [trunk.predict_on_batch(dihedral(images[i:i + 64], view))
+                   for i in range(0, len(images), 64)]
+        layers = [np.concatenate(parts) for parts in zip(*outputs, strict=True)]
+        pooled.append(np.hstack([layer.mean((1, 2)) for layer in layers]))
+        maps.append(layers[2].astype(np.float16))
+        print(f"  view {view + 1}/{VIEWS} done", flush=True)
+    return np.stack(pooled, 1), np.stack(maps, 1)
+
+
+def top_model(base, n_frozen: int, kernel: np.ndarray, bias: np.ndarray):
+    """[pooled stage 5-7 ends, stage-7 map] → softmax: the top conv trainable, its BN frozen."""
+    import keras
+
+    maps = keras.Input(base.get_layer("top_conv").input.shape[1:], name="stage7")
+    frozen = keras.Input((n_frozen,), name="pooled")
+    x = maps
+    for name in ("top_conv", "top_bn", "top_activation"):  # copies, with ImageNet's weights
+        layer = base.get_layer(name)
+        copy = layer.__class__.from_config(layer.get_config())
+        x = copy(x)
+        copy.set_weights(layer.get_weights())
+    features = keras.layers.Concatenate()([frozen, keras.layers.GlobalAveragePooling2D()(x)])
+    head = keras.layers.Dense(len(bias), activation="softmax")
+    model = keras.Model([frozen, maps], head(features))
+    head.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    return model
+
+
+def auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if probs.shape[1] == 2:
+        return roc_auc_score(labels, probs[:, 1])
+    return roc_auc_score(labels, probs, multi_class="ovr", average="macro")
+
+
+def paired_interval(labels, a, b, rng) -> tuple[float, float]:
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    gains = []
+    for _ in range(2000):
+        idx = np.concatenate([rng.choice(rows, len(rows)) for rows in by_class])
+        gains.append(auc(labels[idx], b[idx]) - auc(labels[idx], a[idx]))
+    return tuple(np.percentile(gains, [2.5, 97.5]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="a profile in profiles/")
+    parser.add_argument("--arch", default="efficientnet_lite0_ms")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--limit", type=int, help="the first N images of each part (a smoke "
+                        "test of this script, not a measurement)")
+    args = parser.parse_args()
+    started = time.monotonic()
+    workdir = prepare_workspace(args.name)
+    os.chdir(workdir)  # the same code as here; its data
+    import keras
+
+    from stages.core.backbones import build_base
+
+    keras.utils.set_random_seed(0)
+    meta = read_meta(PREPARED_DIR)
+    parts = list(meta["counts"])
+    data = {part: read_split(PREPARED_DIR, part) for part in parts}
+    if args.limit:
+        data = {p: Split(*(x[:args.limit] for x in (d.images, d.labels, d.ids)))
+                for p, d in data.items()}
+    images = np.concatenate([data[p].images for p in parts])
+    print(f"{args.name}: {len(images)} images x {VIEWS} views through {args.arch}", flush=True)
+    base = build_base(args.arch, images.shape[1:], "imagenet")
+    pooled_all, maps_all = activations(base, images)
+    n_top = base.get_layer("top_conv").filters
+    offsets = np.cumsum([0] + [len(data[p].labels) for p in parts])
+    rows = {p: slice(offsets[i], offsets[i + 1]) for i, p in enumerate(parts)}
+    n_classes = len(meta["classes"])
+    rng = np.random.default_rng(0)
+    labels_oof, base_oof, tuned_oof = [], [], []
+    folds = sorted(int(p[4:]) for p in parts if p.startswith("fold"))
+    for fold in folds:
+        split = fold_parts(str(fold), parts)
+        train = [*split.train, split.val]
+        idx = np.concatenate([np.arange(len(images))[rows[p]] for p in train])
+        test = np.arange(len(images))[rows[split.test]]
+        labels = np.concatenate([data[p].labels for p in train])
+        ids = np.concatenate([data[p].ids for p in train])
+        only = np.concatenate([np.full(len(data[p].labels), p == "train_only") for p in train])
+        features = pooled_all[:, 0]
+        head = fit_linear_head(features[idx], labels, ids, n_classes, train_only=only)
+        base_probs = softmax(features[test] @ head.kernel + head.bias)
+        model = top_model(base, pooled_all.shape[2] - n_top, head.kernel, head.bias)
+        model.compile(keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy")
+        for _ in range(args.epochs):
+            view = rng.integers(0, VIEWS, len(idx))
+            model.fit([pooled_all[idx, view, :-n_top], maps_all[idx, view].astype(np.float32)],
+                      labels,
+                      batch_size=64, epochs=1, shuffle=True, verbose=0)
+        tuned_probs = model.predict_on_batch([pooled_all[test, 0, :-n_top],
+                                              maps_all[test, 0].astype(np.float32)])
+        test_labels = data[split.test].labels
+        print(f"fold {fold}: ROC AUC frozen {auc(test_labels, base_probs):.3f}, tuned "
+              f"{auc(test_labels, np.asarray(tuned_probs)):.3f}", flush=True)
+        labels_oof.append(test_labels)
+        base_oof.append(base_probs)
+        tuned_oof.append(np.asarray(tuned_probs))
+    labels, a, b = (np.concatenate(x) for x in (labels_oof, base_oof, tuned_oof))
+    low, high = paired_interval(labels, a, b, rng)
+    print(f"\n{args.name}, {args.arch}, {len(labels)} out-of-fold images, CPU {cpu_model()}, "
+          f"{time.monotonic() - started:.0f} s")
+    gain = auc(labels, b) - auc(labels, a)
+    print(f"ROC AUC frozen head {auc(labels, a):.3f}, tuned top ({args.epochs} epochs, "
+          f"lr {args.lr}) {auc(labels, b):.3f}; tuned - frozen {gain:+.3f} "
+          f"(95 % CI {low:+.3f} to {high:+.3f})")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
