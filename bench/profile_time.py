@@ -37,10 +37,12 @@ def run(name: str, workdir: Path, log: Path) -> tuple[dict[str, float], float]:
     times: dict[str, float] = {}
     current, last = None, time.monotonic()
     started = last
+    tail = collections.deque(maxlen=30)  # shown if the run fails
     process = subprocess.Popen([sys.executable, "-m", "stages.app.profile", "run", name],
                                cwd=workdir, env=env, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     for line in process.stdout:
+        tail.append(line)
         match = STAGE_LINE.match(line)
         if match or line.startswith(f"profile {name}:"):
             now = time.monotonic()
@@ -48,7 +50,7 @@ def run(name: str, workdir: Path, log: Path) -> tuple[dict[str, float], float]:
                 times[current] = now - last
             current, last = (match.group(1) if match else None), now
     if process.wait() != 0:
-        sys.exit(f"the profile run failed in {workdir}")
+        sys.exit("".join(tail) + f"\nthe profile run failed in {workdir} (its last lines above)")
     return times, sum(times.values()) or time.monotonic() - started
 
 
