@@ -3,17 +3,17 @@ activations computed once per image and view, beat the frozen logistic head? One
 one fixed recipe (no choice made on the test folds), development folds only.
 
     python bench/top_finetune_pilot.py uda1                  # a profile in profiles/
-    python bench/top_finetune_pilot.py uda1 --epochs 10 --arch efficientnet_lite0_ms
+    python bench/top_finetune_pilot.py uda1 --tune stage7    # the last MBConv block + top
 
 Clones this repository beside it (so the profile's ../shared/data paths hold), runs the
 profile's `download → split → prepare` there, and for each cross-validation fold (its lockbox
 is never read):
 - runs the multi-scale backbone once over every image in its 8 dihedral views, keeping the
-  pooled ends of stages 5-7 and the stage-7 map that feeds the top 1x1 conv;
+  four pooled layers and the map that feeds the tuned layers (`--tune`);
 - baseline: the profile's head, `linear_head.fit_linear_head` on the identity view's features
   (the four pooled layers: what the `lite*_ms_frozen` models fit);
-- tuned: the same head as the starting point, then the top conv (its BatchNorm statistics
-  kept) and the head trained together with Adam for `--epochs`, each epoch on one random
+- tuned: the same head as the starting point, then the tuned layers (their BatchNorm
+  statistics kept) and the head trained together with Adam for `--epochs`, each epoch on one random
   dihedral view of every training image;
 and scores both on the fold's test images (identity view). It prints the pooled out-of-fold
 ROC AUC (macro over classes when there are more than two) of each, and the paired difference
@@ -60,9 +60,21 @@ def prepare_workspace(name: str) -> Path:
     return workdir
 
 
-def activations(base, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(the four pooled layers the frozen models fit (n, views, d), float32; the stage-7 maps
-    that feed the top conv (n, views, h, w, c), float16 to fit in memory)."""
+# What --tune trains: the layers, in order (a plain chain: no skip connection), the index of
+# the multi-scale input (stage 5, 6, 7 ends, top) that feeds them, and the layers whose pooled
+# outputs are features (the rest of the four stay frozen).
+TUNED = {
+    "top": (["top_conv", "top_bn", "top_activation"], 2, ["top_activation"]),
+    "stage7": (["block7a_expand_conv", "block7a_expand_bn", "block7a_expand_activation",
+                "block7a_dwconv", "block7a_bn", "block7a_activation", "block7a_project_conv",
+                "block7a_project_bn", "top_conv", "top_bn", "top_activation"], 1,
+               ["block7a_project_bn", "top_activation"]),
+}
+
+
+def activations(base, images: np.ndarray, source: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the four pooled layers the frozen models fit (n, views, d), float32; the maps that
+    feed the tuned layers (n, views, h, w, c), float16 to fit in memory)."""
     import keras
 
     trunk = keras.Model(base.input, base.get_layer("multi_scale").input)
@@ -72,24 +84,28 @@ def activations(base, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                    for i in range(0, len(images), 64)]
         layers = [np.concatenate(parts) for parts in zip(*outputs, strict=True)]
         pooled.append(np.hstack([layer.mean((1, 2)) for layer in layers]))
-        maps.append(layers[2].astype(np.float16))
+        maps.append(layers[source].astype(np.float16))
         print(f"  view {view + 1}/{VIEWS} done", flush=True)
     return np.stack(pooled, 1), np.stack(maps, 1)
 
 
-def top_model(base, n_frozen: int, kernel: np.ndarray, bias: np.ndarray):
-    """[pooled stage 5-7 ends, stage-7 map] → softmax: the top conv trainable, its BN frozen."""
+def tuned_model(base, tune: str, n_frozen: int, kernel: np.ndarray, bias: np.ndarray):
+    """[the frozen pooled layers, the map feeding the tuned layers] → softmax: the tuned
+    layers trainable from ImageNet's weights, their BatchNorm statistics kept."""
     import keras
 
-    maps = keras.Input(base.get_layer("top_conv").input.shape[1:], name="stage7")
+    chain, _, taps = TUNED[tune]
+    maps = keras.Input(base.get_layer(chain[0]).input.shape[1:], name="maps")
     frozen = keras.Input((n_frozen,), name="pooled")
-    x = maps
-    for name in ("top_conv", "top_bn", "top_activation"):  # copies, with ImageNet's weights
+    x, pooled = maps, [frozen]
+    for name in chain:
         layer = base.get_layer(name)
         copy = layer.__class__.from_config(layer.get_config())
         x = copy(x)
         copy.set_weights(layer.get_weights())
-    features = keras.layers.Concatenate()([frozen, keras.layers.GlobalAveragePooling2D()(x)])
+        if name in taps:
+            pooled.append(keras.layers.GlobalAveragePooling2D()(x))
+    features = keras.layers.Concatenate()(pooled)
     head = keras.layers.Dense(len(bias), activation="softmax")
     model = keras.Model([frozen, maps], head(features))
     head.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
@@ -120,6 +136,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="a profile in profiles/")
     parser.add_argument("--arch", default="efficientnet_lite0_ms")
+    parser.add_argument("--tune", choices=sorted(TUNED), default="top",
+                        help="top: the top 1x1 conv; stage7: the last MBConv block and the top")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--limit", type=int, help="the first N images of each part (a smoke "
@@ -142,8 +160,9 @@ def main() -> None:
     images = np.concatenate([data[p].images for p in parts])
     print(f"{args.name}: {len(images)} images x {VIEWS} views through {args.arch}", flush=True)
     base = build_base(args.arch, images.shape[1:], "imagenet")
-    pooled_all, maps_all = activations(base, images)
-    n_top = base.get_layer("top_conv").filters
+    _, source, taps = TUNED[args.tune]
+    pooled_all, maps_all = activations(base, images, source)
+    n_top = sum(base.get_layer(name).output.shape[-1] for name in taps)  # the tuned features
     offsets = np.cumsum([0] + [len(data[p].labels) for p in parts])
     rows = {p: slice(offsets[i], offsets[i + 1]) for i, p in enumerate(parts)}
     n_classes = len(meta["classes"])
@@ -161,7 +180,7 @@ def main() -> None:
         features = pooled_all[:, 0]
         head = fit_linear_head(features[idx], labels, ids, n_classes, train_only=only)
         base_probs = softmax(features[test] @ head.kernel + head.bias)
-        model = top_model(base, pooled_all.shape[2] - n_top, head.kernel, head.bias)
+        model = tuned_model(base, args.tune, pooled_all.shape[2] - n_top, head.kernel, head.bias)
         model.compile(keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy")
         for _ in range(args.epochs):
             view = rng.integers(0, VIEWS, len(idx))
@@ -181,7 +200,7 @@ def main() -> None:
     print(f"\n{args.name}, {args.arch}, {len(labels)} out-of-fold images, CPU {cpu_model()}, "
           f"{time.monotonic() - started:.0f} s")
     gain = auc(labels, b) - auc(labels, a)
-    print(f"ROC AUC frozen head {auc(labels, a):.3f}, tuned top ({args.epochs} epochs, "
+    print(f"ROC AUC frozen head {auc(labels, a):.3f}, tuned {args.tune} ({args.epochs} epochs, "
           f"lr {args.lr}) {auc(labels, b):.3f}; tuned - frozen {gain:+.3f} "
           f"(95 % CI {low:+.3f} to {high:+.3f})")
     shutil.rmtree(workdir, ignore_errors=True)
