@@ -3,7 +3,7 @@ activations computed once per image and view, beat the frozen logistic head? One
 one fixed recipe (no choice made on the test folds), development folds only.
 
     python bench/top_finetune_pilot.py uda1                  # a profile in profiles/
-    python bench/top_finetune_pilot.py uda1 --tune stage7    # the last MBConv block + top
+    python bench/top_finetune_pilot.py uda1 --tune top       # only the top conv
 
 Clones this repository beside it (so the profile's ../shared/data paths hold), runs the
 profile's `download → split → prepare` there, and for each cross-validation fold (its lockbox
@@ -15,9 +15,10 @@ is never read):
 - tuned: the same head as the starting point, then the tuned layers (their BatchNorm
   statistics kept) and the head trained together with Adam for `--epochs`, each epoch on one random
   dihedral view of every training image;
-and scores both on the fold's test images (identity view). It prints the pooled out-of-fold
-ROC AUC (macro over classes when there are more than two) of each, and the paired difference
-with a 95 % bootstrap interval (2,000 resamples within each class).
+and scores each on the fold's test images (identity view). It prints the pooled out-of-fold
+ROC AUC (the pipeline's: of the positive class, or the mean over classes) of each, and each
+variant's paired difference from the frozen head with a 95 % bootstrap interval (2,000
+resamples within each class, core/metrics.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 
 from stages.app.profile import cpu_model
 from stages.core.linear_head import fit_linear_head
+from stages.core.metrics import bootstrap_intervals, interval_scores
 from stages.core.paths import PREPARED_DIR
 from stages.core.shards import Split, fold_parts, read_meta, read_split
 from stages.core.softmax import softmax
@@ -72,21 +74,24 @@ TUNED = {
 }
 
 
-def activations(base, images: np.ndarray, source: int) -> tuple[np.ndarray, np.ndarray]:
-    """(the four pooled layers the frozen models fit (n, views, d), float32; the maps that
-    feed the tuned layers (n, views, h, w, c), float16 to fit in memory)."""
+def activations(base, images: np.ndarray, sources: set[int],
+                ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """(the four pooled layers the frozen models fit (n, views, d), float32; {multi-scale
+    input index: the maps that feed tuned layers (n, views, h, w, c)}, float16 to fit in
+    memory). One backbone pass serves every --tune variant."""
     import keras
 
     trunk = keras.Model(base.input, base.get_layer("multi_scale").input)
-    pooled, maps = [], []
+    pooled, maps = [], {source: [] for source in sources}
     for view in range(VIEWS):
         outputs = [trunk.predict_on_batch(dihedral(images[i:i + 64], view))
                    for i in range(0, len(images), 64)]
         layers = [np.concatenate(parts) for parts in zip(*outputs, strict=True)]
         pooled.append(np.hstack([layer.mean((1, 2)) for layer in layers]))
-        maps.append(layers[source].astype(np.float16))
+        for source in sources:
+            maps[source].append(layers[source].astype(np.float16))
         print(f"  view {view + 1}/{VIEWS} done", flush=True)
-    return np.stack(pooled, 1), np.stack(maps, 1)
+    return np.stack(pooled, 1), {source: np.stack(m, 1) for source, m in maps.items()}
 
 
 def tuned_model(base, tune: str, n_frozen: int, kernel: np.ndarray, bias: np.ndarray):
@@ -115,28 +120,11 @@ def tuned_model(base, tune: str, n_frozen: int, kernel: np.ndarray, bias: np.nda
     return model
 
 
-def auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    if probs.shape[1] == 2:
-        return roc_auc_score(labels, probs[:, 1])
-    return roc_auc_score(labels, probs, multi_class="ovr", average="macro")
-
-
-def paired_interval(labels, a, b, rng) -> tuple[float, float]:
-    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    gains = []
-    for _ in range(2000):
-        idx = np.concatenate([rng.choice(rows, len(rows)) for rows in by_class])
-        gains.append(auc(labels[idx], b[idx]) - auc(labels[idx], a[idx]))
-    return tuple(np.percentile(gains, [2.5, 97.5]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="a profile in profiles/")
     parser.add_argument("--arch", default="efficientnet_lite0_ms")
-    parser.add_argument("--tune", choices=sorted(TUNED), default="top",
+    parser.add_argument("--tune", nargs="+", choices=sorted(TUNED), default=["top", "stage7"],
                         help="top: the top 1x1 conv; stage7: the last MBConv block and the top")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -160,16 +148,13 @@ def main() -> None:
     images = np.concatenate([data[p].images for p in parts])
     print(f"{args.name}: {len(images)} images x {VIEWS} views through {args.arch}", flush=True)
     base = build_base(args.arch, images.shape[1:], "imagenet")
-    _, source, taps = TUNED[args.tune]
-    pooled_all, maps_all = activations(base, images, source)
-    n_top = sum(base.get_layer(name).output.shape[-1] for name in taps)  # the tuned features
+    pooled_all, maps = activations(base, images, {TUNED[tune][1] for tune in args.tune})
     offsets = np.cumsum([0] + [len(data[p].labels) for p in parts])
     rows = {p: slice(offsets[i], offsets[i + 1]) for i, p in enumerate(parts)}
-    n_classes = len(meta["classes"])
-    rng = np.random.default_rng(0)
-    labels_oof, base_oof, tuned_oof = [], [], []
-    folds = sorted(int(p[4:]) for p in parts if p.startswith("fold"))
-    for fold in folds:
+    classes = meta["classes"]
+    rngs = {tune: np.random.default_rng(0) for tune in args.tune}  # each variant's views
+    labels_oof, probs_oof = [], {"frozen": [], **{tune: [] for tune in args.tune}}
+    for fold in sorted(int(p[4:]) for p in parts if p.startswith("fold")):
         split = fold_parts(str(fold), parts)
         train = [*split.train, split.val]
         idx = np.concatenate([np.arange(len(images))[rows[p]] for p in train])
@@ -178,32 +163,47 @@ def main() -> None:
         ids = np.concatenate([data[p].ids for p in train])
         only = np.concatenate([np.full(len(data[p].labels), p == "train_only") for p in train])
         features = pooled_all[:, 0]
-        head = fit_linear_head(features[idx], labels, ids, n_classes, train_only=only)
-        base_probs = softmax(features[test] @ head.kernel + head.bias)
-        model = tuned_model(base, args.tune, pooled_all.shape[2] - n_top, head.kernel, head.bias)
-        model.compile(keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy")
-        for _ in range(args.epochs):
-            view = rng.integers(0, VIEWS, len(idx))
-            model.fit([pooled_all[idx, view, :-n_top], maps_all[idx, view].astype(np.float32)],
-                      labels,
-                      batch_size=64, epochs=1, shuffle=True, verbose=0)
-        tuned_probs = model.predict_on_batch([pooled_all[test, 0, :-n_top],
-                                              maps_all[test, 0].astype(np.float32)])
+        head = fit_linear_head(features[idx], labels, ids, len(classes), train_only=only)
+        probs = {"frozen": softmax(features[test] @ head.kernel + head.bias)}
+        for tune in args.tune:
+            _, source, taps = TUNED[tune]
+            n_tuned = sum(base.get_layer(name).output.shape[-1] for name in taps)
+            frozen = pooled_all[:, :, :-n_tuned]
+            model = tuned_model(base, tune, frozen.shape[2], head.kernel, head.bias)
+            model.compile(keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy")
+            for _ in range(args.epochs):
+                view = rngs[tune].integers(0, VIEWS, len(idx))
+                model.fit([frozen[idx, view], maps[source][idx, view].astype(np.float32)],
+                          labels, batch_size=64, epochs=1, shuffle=True, verbose=0)
+            probs[tune] = np.asarray(model.predict_on_batch(
+                [frozen[test, 0], maps[source][test, 0].astype(np.float32)]))
         test_labels = data[split.test].labels
-        print(f"fold {fold}: ROC AUC frozen {auc(test_labels, base_probs):.3f}, tuned "
-              f"{auc(test_labels, np.asarray(tuned_probs)):.3f}", flush=True)
+        print(f"fold {fold}: ROC AUC " + ", ".join(
+            f"{name} {roc_auc(test_labels, p, classes):.3f}" for name, p in probs.items()),
+            flush=True)
         labels_oof.append(test_labels)
-        base_oof.append(base_probs)
-        tuned_oof.append(np.asarray(tuned_probs))
-    labels, a, b = (np.concatenate(x) for x in (labels_oof, base_oof, tuned_oof))
-    low, high = paired_interval(labels, a, b, rng)
-    print(f"\n{args.name}, {args.arch}, {len(labels)} out-of-fold images, CPU {cpu_model()}, "
-          f"{time.monotonic() - started:.0f} s")
-    gain = auc(labels, b) - auc(labels, a)
-    print(f"ROC AUC frozen head {auc(labels, a):.3f}, tuned {args.tune} ({args.epochs} epochs, "
-          f"lr {args.lr}) {auc(labels, b):.3f}; tuned - frozen {gain:+.3f} "
-          f"(95 % CI {low:+.3f} to {high:+.3f})")
+        for name, p in probs.items():
+            probs_oof[name].append(p)
+    y = np.concatenate(labels_oof)
+    oof = {name: np.concatenate(p) for name, p in probs_oof.items()}
+    print(f"\n{args.name}, {args.arch}, {len(y)} out-of-fold images, CPU {cpu_model()}, "
+          f"{time.monotonic() - started:.0f} s; tuned: {args.epochs} epochs, lr {args.lr}")
+    print(f"ROC AUC frozen head {roc_auc(y, oof['frozen'], classes):.3f}")
+    for tune in args.tune:
+        def gain(ix: np.ndarray, tune: str = tune) -> dict[str, float]:
+            return {"gain": roc_auc(y[ix], oof[tune][ix], classes)
+                    - roc_auc(y[ix], oof["frozen"][ix], classes)}
+
+        ci = bootstrap_intervals(y, gain, 2000, 0)
+        print(f"tuned {tune}: {roc_auc(y, oof[tune], classes):.3f}; tuned - frozen "
+              f"{gain(np.arange(len(y)))['gain']:+.3f} "
+              f"(95 % CI {ci['gain_ci_low']:+.3f} to {ci['gain_ci_high']:+.3f})")
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def roc_auc(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> float:
+    """The pipeline's ROC AUC: of the positive class, or the mean over classes."""
+    return interval_scores(labels, probs, classes)["roc_auc"]
 
 
 if __name__ == "__main__":
