@@ -1,9 +1,9 @@
-"""Stage evaluate@<backbone>-<fold>: the fine-tuned model on its fold's test images.
+"""Stage evaluate@<backbone>: each fold's fine-tuned model on its fold's test images.
 
 Writes metrics/backbones/<backbone>/<fold>.json (git-tracked, for `dvc metrics diff`) with 95 %
 bootstrap intervals (`evaluate.bootstrap` resamples, stratified by class, seeded), the ROC,
-precision-recall and confusion-matrix data under metrics/plots/<backbone>/<fold>/ (drawn by
-`dvc plots show`), and the test AND validation predictions in the ISIC submission layout:
+precision-recall and confusion-matrix data as metrics/plots/<backbone>/<kind>/<fold>.* (drawn
+by `dvc plots show`), and the test AND validation predictions in the ISIC submission layout:
 compare fits calibration and the decision threshold on validation (or out-of-fold)
 predictions only; a model with clinical inputs is given each image's clinical data from
 split.csv (and its answers without them go to <part>_image_only.csv); metrics per
@@ -34,7 +34,7 @@ from stages.core.frozen_features import PREPARED, read_info, read_part
 from stages.core.linear_head import linear_probabilities
 from stages.core.metrics import curve_points, with_intervals
 from stages.core.model_io import load_model, read_card
-from stages.core.params import flag, get, number, stage_params
+from stages.core.params import flag, fold_names, get, number, stage_params
 from stages.core.paths import (
     LOCKBOX,
     PREPARED_DIR,
@@ -59,16 +59,24 @@ from stages.core.worklog import work
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
-def write_plots(out_dir: Path, labels, probs, classes: list[str]) -> None:
+def write_plots(backbone: str, fold: str, labels, probs, classes: list[str]) -> None:
     for name, points in curve_points(labels, probs, classes).items():
-        write_json(out_dir / f"{name}.json", {name: points})
+        write_json(plots_dir(backbone, name) / f"{fold}.json", {name: points})
+    confusion = plots_dir(backbone, "confusion") / f"{fold}.csv"
+    confusion.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"actual": [classes[i] for i in labels],
                   "predicted": [classes[i] for i in probs.argmax(axis=1)]}).to_csv(
-        out_dir / "confusion.csv", index=False)
+        confusion, index=False)
 
 
-def main(backbone: str, fold: str) -> None:
-    params = stage_params("evaluate", {"backbone": backbone, "fold": fold})
+def main(backbone: str, fold: str | None = None) -> None:
+    """Every fold of `backbone` (or just `fold`)."""
+    params = stage_params("evaluate", {"backbone": backbone})
+    for name in fold_names(params, fold):
+        evaluate_fold(backbone, name, params)
+
+
+def evaluate_fold(backbone: str, fold: str, params: dict) -> None:
     tta = flag(params, "evaluate.tta")
     resamples = number(params, "evaluate.bootstrap", 0, 100_000, integer=True)
     model_path = model_dir(backbone, fold) / "model.keras"
@@ -97,7 +105,7 @@ def main(backbone: str, fold: str) -> None:
             write_json(metrics_file(backbone, fold), scores)
     summary = {k: v for k, v in scores.items() if k not in ("confusion_matrix",
                                                             "fitted_on_validation")}
-    print(f"evaluate@{backbone}-{fold}: {json.dumps(summary)}")
+    print(f"evaluate@{backbone} fold {fold}: {json.dumps(summary)}")
 
 
 def scored_parts(backbone: str, model_path: Path, card: dict, tta: bool,
@@ -145,7 +153,7 @@ def score_test(backbone: str, fold: str, split: Split, probs: np.ndarray, classe
         groups = read_split_table().loc[split.ids, ["sex", "age", "site"]]
         write_json(subgroups_file(backbone, fold), subgroup_metrics(
             groups, split.labels, probs, classes, resamples, seed))
-        write_plots(plots_dir(backbone, fold), split.labels, probs, classes)
+        write_plots(backbone, fold, split.labels, probs, classes)
     return scores
 
 

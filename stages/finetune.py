@@ -1,4 +1,4 @@
-"""Stage finetune@<backbone>-<fold>: phase 2 → models/<backbone>/<fold>/model.keras.
+"""Stage finetune@<backbone>: phase 2 → models/<backbone>/<fold>/model.keras, every fold.
 
 Unfreezes the top `unfreeze` layers of a pretrained backbone (or all) and trains on at a lower
 learning rate; EarlyStopping on validation AUC keeps the best epoch's weights, and
@@ -6,7 +6,8 @@ ReduceLROnPlateau halves the rate when validation stalls. An interrupted run res
 last completed epoch, these callbacks' counters included (core/checkpoints.py).
 
 With `finetune.epochs: 0` (the frozen-feature models) the head model is the model: it is
-copied as it is, without starting TensorFlow, which would cost more than the copy.
+copied as it is, without starting TensorFlow, which would cost more than the copy. One process
+does every fold (`folds`), as train does.
 """
 
 from __future__ import annotations
@@ -17,25 +18,27 @@ from pathlib import Path
 from stages.core.cli import parse_target, run_stage
 from stages.core.errors import MissingInputError
 from stages.core.files import atomic_path, write_json
-from stages.core.params import finetune_config, stage_params, weights_setting
-from stages.core.paths import model_dir, training_log_dir
+from stages.core.params import finetune_config, fold_names, stage_params, weights_setting
+from stages.core.paths import head_file, model_dir, plots_dir, training_summary_file
 
 
-def keep_head(head_path: Path, model_path: Path, train_log: Path, log_dir: Path) -> None:
+def keep_head(backbone: str, fold: str) -> None:
     """model.keras (+ its card) := head.keras, a training summary that says so, and the
     model's one training curve (the train stage's) as this stage's."""
+    head_path, model_path = head_file(backbone, fold), model_dir(backbone, fold) / "model.keras"
     if not head_path.exists():
         raise MissingInputError(f"{head_path} not found: run `dvc repro` (or `dvc pull`) first")
     for source, target in ((head_path, model_path),
                            (head_path.with_suffix(".json"), model_path.with_suffix(".json"))):
         with atomic_path(target, suffix=target.suffix) as tmp:
             shutil.copyfile(source, tmp)
-    write_json(log_dir / "metrics.json", {"epochs": 0})
-    curves = log_dir / "plots" / "metrics"
-    shutil.rmtree(curves, ignore_errors=True)
-    if (train_log / "plots" / "metrics").is_dir():
-        shutil.copytree(train_log / "plots" / "metrics", curves)
-    curves.mkdir(parents=True, exist_ok=True)
+    write_json(training_summary_file(backbone, "finetune", fold), {"epochs": 0})
+    train_curves = plots_dir(backbone, "train") / fold
+    with atomic_path(plots_dir(backbone, "finetune") / fold) as tmp:
+        if train_curves.is_dir():
+            shutil.copytree(train_curves, tmp)
+        else:
+            tmp.mkdir()
 
 
 def fine_tune(backbone: str, fold: str, params: dict, head_path: Path) -> None:
@@ -65,21 +68,25 @@ def fine_tune(backbone: str, fold: str, params: dict, head_path: Path) -> None:
         ]
         return Built(model, card, train, val, callbacks=callbacks, note=note)
 
-    run_phase(Phase("finetune", "model.keras", ft, inputs=(head_path,)), backbone, fold,
-              params, build)
+    run_phase(Phase("finetune", model_dir(backbone, fold) / "model.keras", ft,
+                    inputs=(head_path,)), backbone, fold, params, build)
 
 
-def main(backbone: str, fold: str) -> None:
-    params = stage_params("finetune", {"backbone": backbone, "fold": fold})
-    head_path = model_dir(backbone, fold) / "head.keras"
+def main(backbone: str, fold: str | None = None) -> None:
+    """Every fold of `backbone` (or just `fold`)."""
+    params = stage_params("finetune", {"backbone": backbone})
+    folds = fold_names(params, fold)
     if finetune_config(params, backbone).epochs == 0:
-        keep_head(head_path, model_dir(backbone, fold) / "model.keras",
-                  training_log_dir(backbone, fold, "train"),
-                  training_log_dir(backbone, fold, "finetune"))
-        print(f"finetune@{backbone}-{fold}: finetune.epochs is 0, the head model is the model",
-              flush=True)
-    else:
-        fine_tune(backbone, fold, params, head_path)
+        for name in folds:
+            keep_head(backbone, name)
+        print(f"finetune@{backbone}: finetune.epochs is 0, the head model is the model "
+              f"(folds {', '.join(folds)})", flush=True)
+        return
+    from stages.core.checkpoints import drop_backups
+
+    for name in folds:
+        fine_tune(backbone, name, params, head_file(backbone, name))
+    drop_backups("finetune", backbone)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
-"""Stage train@<backbone>-<fold>: phase 1 of transfer learning → models/<b>/<fold>/head.keras.
+"""Stage train@<backbone>: phase 1 of transfer learning → models/heads/<b>/<fold>/head.keras.
 
 A pretrained backbone is frozen and only the new head learns, so large early gradients from
 a random head cannot wreck the ImageNet features; a backbone without pretrained weights
 trains whole. With `train.solver: logistic` the linear head is instead a regularised
 logistic regression on the frozen features that the features stage computed
-(core/linear_head.py), fitted and written without starting TensorFlow. Curves go to
-metrics/training/<b>/<fold>/train (DVCLive). An interrupted gradient run resumes from its
-last completed epoch (core/checkpoints.py).
+(core/linear_head.py), fitted and written without starting TensorFlow. One process trains
+every fold (`folds`): no param or input of this stage differs between folds, so an edit
+reruns all of them anyway, and one start-up per backbone is cheaper than one per fold.
+Curves go to metrics/plots/<b>/train/<fold>/ and final figures to
+metrics/training/<b>/train/<fold>.json (DVCLive). An interrupted gradient run resumes from
+its last completed epoch (core/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from stages.core.model_io import read_card, write_linear_model
 from stages.core.params import (
     ParamsError,
     fit_config,
+    fold_names,
     logistic_config,
     stage_params,
     train_solver,
 )
-from stages.core.paths import PREPARED_DIR, features_dir, model_dir, training_log_dir
+from stages.core.paths import PREPARED_DIR, features_dir, head_file
 from stages.core.shards import clinical_table, concat, read_meta
 from stages.core.training_log import write_curve
 from stages.core.worklog import work
@@ -60,18 +64,17 @@ def train_logistic(backbone: str, fold: str, params: dict) -> None:
         card["clinical"] = encoding.card(clinical_kernel)
     if logistic.with_validation:
         card["fitted_on_validation"] = True  # compare will not calibrate on them
-    write_linear_model(network, model_dir(backbone, fold) / "head.keras", head.kernel,
-                       head.bias, card)
+    write_linear_model(network, head_file(backbone, fold), head.kernel, head.bias, card)
     # Its training curve: inner-CV log-loss along the C grid (step k: C_GRID[k]), to 4
     # decimals: at the weakest regularisation lbfgs stops at its tolerance, where another
     # CPU's last bits move the loss in the third decimal.
     curve = [{"inner_cv_log_loss": round(float(loss), 4),
               "log10_C": round(float(np.log10(grid_c)), 4)}
              for loss, grid_c in zip(head.inner_log_loss, C_GRID, strict=True)]
-    write_curve(training_log_dir(backbone, fold, "train"), curve, {
+    write_curve(backbone, "train", fold, curve, {
         "logistic_C": head.c, "log10_C": round(float(np.log10(head.c)), 4),
         "inner_cv_log_loss": round(float(head.inner_log_loss.min()), 4)})
-    print(f"train@{backbone}-{fold}: logistic regression on {len(fit_set.labels)} feature "
+    print(f"train@{backbone} fold {fold}: logistic regression on {len(fit_set.labels)} feature "
           f"vectors{f' + clinical {list(inputs)} (and again without)' if inputs else ''}"
           f"{' (training + validation)' if logistic.with_validation else ''}, class weights "
           f"{logistic.class_weight or 'none'}, C={head.c:.3g}", flush=True)
@@ -107,21 +110,27 @@ def train_network(backbone: str, fold: str, params: dict) -> None:
                      note=f"{cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
                           f"parameters, {fit.epochs} epochs")
 
-    run_phase(Phase("train", "head.keras", fit), backbone, fold, params, build)
+    run_phase(Phase("train", head_file(backbone, fold), fit), backbone, fold, params, build)
 
 
-def main(backbone: str, fold: str) -> None:
-    params = stage_params("train", {"backbone": backbone, "fold": fold})
+def main(backbone: str, fold: str | None = None) -> None:
+    """Every fold of `backbone` (or just `fold`)."""
+    params = stage_params("train", {"backbone": backbone})
     solver = train_solver(params, backbone)
     if solver == "logistic":
-        train_logistic(backbone, fold, params)
+        for name in fold_names(params, fold):
+            train_logistic(backbone, name, params)
         return
     if clinical_inputs(params):
         raise ParamsError(f"params.yaml: clinical.inputs {list(clinical_inputs(params))} are "
                           f"fitted with logistic heads only; models.{backbone}.train.solver "
                           f"is {solver} (a dense clinical branch for fine-tuned models is "
                           "not built yet)")
-    train_network(backbone, fold, params)
+    from stages.core.checkpoints import drop_backups
+
+    for name in fold_names(params, fold):
+        train_network(backbone, name, params)
+    drop_backups("train", backbone)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ select, then its weights saved for the test to compare.
 from __future__ import annotations
 
 import sys
+from contextlib import chdir
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,8 @@ def main(out: Path, strategy: str, batch_size: int, logical_cpus: int = 1,
           type(model.optimizer).__name__, flush=True)
     if hardware.is_chief:
         write_model(model, out / "model.keras", {"name": "tiny"})
-        checkpoints.finish(out / "log")
+        with chdir(out):  # the curves go to metrics/... under `out`
+            checkpoints.finish("tiny", "train", "holdout")
 
 
 if __name__ == "__main__":

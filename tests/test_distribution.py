@@ -90,8 +90,8 @@ def test_two_workers_on_loopback_end_with_the_same_weights_and_only_the_chief_sa
         outs[1] / "worker-2-weights.npz")
     for a, b in zip(chief, other, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert (outs[0] / "model.keras").is_file() and (outs[0] / "log").is_dir()
-    assert not (outs[1] / "model.keras").exists() and not (outs[1] / "log").exists()
+    assert (outs[0] / "model.keras").is_file() and (outs[0] / "metrics").is_dir()
+    assert not (outs[1] / "model.keras").exists() and not (outs[1] / "metrics").exists()
 
 
 @pytest.mark.parametrize("compute, tf_config, message", [

@@ -7,28 +7,31 @@ import sys
 
 import pytest
 
+from stages.core.paths import head_file, model_dir, plots_dir, training_summary_file
 from stages.finetune import keep_head
 from tests.conftest import REPO
 
 
-def test_keep_head_copies_the_model_its_card_and_the_train_curve(tmp_path):
-    head = tmp_path / "models/b/holdout/head.keras"
+def test_keep_head_copies_the_model_its_card_and_the_train_curve(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    head = head_file("b", "holdout")
     head.parent.mkdir(parents=True)
     head.write_bytes(b"model bytes")
     head.with_suffix(".json").write_text('{"classes": ["benign", "malignant"]}')
-    train_log, log = tmp_path / "train", tmp_path / "finetune"
-    (train_log / "plots/metrics").mkdir(parents=True)
-    (train_log / "plots/metrics/inner_cv_log_loss.tsv").write_text("step\tinner_cv_log_loss\n")
-    (log / "plots/metrics").mkdir(parents=True)
-    (log / "plots/metrics/stale.tsv").write_text("from an earlier run")
-    model = head.with_name("model.keras")
-    keep_head(head, model, train_log, log)
+    train_curves = plots_dir("b", "train") / "holdout"
+    curves = plots_dir("b", "finetune") / "holdout"
+    train_curves.mkdir(parents=True)
+    (train_curves / "inner_cv_log_loss.tsv").write_text("step\tinner_cv_log_loss\n")
+    curves.mkdir(parents=True)
+    (curves / "stale.tsv").write_text("from an earlier run")
+    keep_head("b", "holdout")
+    model = model_dir("b", "holdout") / "model.keras"
     assert model.read_bytes() == b"model bytes"
     assert json.loads(model.with_suffix(".json").read_text())["classes"] == ["benign",
                                                                            "malignant"]
-    assert json.loads((log / "metrics.json").read_text()) == {"epochs": 0}
-    assert sorted(p.name for p in (log / "plots/metrics").iterdir()) == [
-        "inner_cv_log_loss.tsv"]
+    summary = training_summary_file("b", "finetune", "holdout")
+    assert json.loads(summary.read_text()) == {"epochs": 0}
+    assert sorted(p.name for p in curves.iterdir()) == ["inner_cv_log_loss.tsv"]
 
 
 @pytest.mark.parametrize("stage", ["download", "split", "prepare", "augment", "finetune",

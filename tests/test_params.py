@@ -92,9 +92,8 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
 
 
 def test_a_stage_sees_exactly_the_params_dvc_yaml_declares_for_it(tmp_path):
-    params = stage_params("finetune", {"backbone": "small_cnn", "fold": "holdout"},
-                          params_file=REPO / "params.yaml")
-    assert set(params) == {"seed", "compute", "models"}
+    params = stage_params("finetune", {"backbone": "small_cnn"}, params_file=REPO / "params.yaml")
+    assert set(params) == {"seed", "compute", "folds", "models"}
     assert set(params["models"]) == {"small_cnn"}
     assert set(params["models"]["small_cnn"]) == {"weights", "finetune"}
     finetune_config(params, "small_cnn")  # all it needs is there

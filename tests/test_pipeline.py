@@ -37,10 +37,11 @@ def test_repro_writes_every_declared_output(project):
     assert list((root / "data/processed/prepared").glob("train-*.npz"))
     assert list((root / "data/processed/augmented").glob("train-*.npz"))
     for name in TINY["backbones"]:
-        for path in (f"models/{name}/holdout/head.keras", f"models/{name}/holdout/model.keras",
-                     f"metrics/plots/{name}/holdout/roc.json",
-                     f"metrics/plots/{name}/holdout/confusion.csv",
-                     f"metrics/training/{name}/holdout/train/metrics.json"):
+        for path in (f"models/heads/{name}/holdout/head.keras",
+                     f"models/{name}/holdout/model.keras",
+                     f"metrics/plots/{name}/roc/holdout.json",
+                     f"metrics/plots/{name}/confusion/holdout.csv",
+                     f"metrics/training/{name}/train/holdout.json"):
             assert (root / path).exists(), path
         scores = project.read_json(f"metrics/backbones/{name}/holdout.json")
         assert set(scores) >= METRIC_KEYS, name
@@ -82,13 +83,13 @@ def test_metrics_plots_and_dag_list_every_backbone(project):
         assert f"metrics/backbones/{name}/holdout.json" in shown
     plots = project.dvc("plots", "show", "--json").stdout
     for name in TINY["backbones"]:
-        for plot in ("roc.json", "precision_recall.json", "confusion.csv"):
-            assert f"metrics/plots/{name}/holdout/{plot}" in plots, plot
-        assert f"metrics/training/{name}/holdout/finetune/plots/metrics" in plots
+        for plot in ("roc/holdout.json", "precision_recall/holdout.json",
+                     "confusion/holdout.csv"):
+            assert f"metrics/plots/{name}/{plot}" in plots, plot
+        assert f"metrics/plots/{name}/finetune/holdout/" in plots
     dag = project.dvc("dag", "--md").stdout
-    for stage in ("download", "split", "prepare", "augment", "train@small_cnn-holdout",
-                  "finetune@small_cnn-holdout", "evaluate@small_cnn-holdout", "compare",
-                  "export"):
+    for stage in ("download", "split", "prepare", "augment", "train@small_cnn",
+                  "finetune@small_cnn", "evaluate@small_cnn", "compare", "export"):
         assert stage in dag, stage
 
 
@@ -123,12 +124,12 @@ def test_plots_render_offline_with_every_model_in_one_roc_chart(project, tmp_pat
 def test_one_backbone_change_reruns_only_its_stages_and_compare(project):
     project.set_params({"models": {"small_cnn": {"finetune": {"lr": 1.0e-3}}}})
     status = project.dvc("status", "--json").stdout
-    assert set(json.loads(status)) == {"finetune@small_cnn-holdout"}
+    assert set(json.loads(status)) == {"finetune@small_cnn"}
     served_before = project.read_json("models/served.json")
     ran = project.stages_run(project.dvc("repro").stdout)
     # export follows the served model: it reruns only when models/served.json changed
     served_changed = project.read_json("models/served.json") != served_before
-    assert ran == {"finetune@small_cnn-holdout", "evaluate@small_cnn-holdout", "compare",
+    assert ran == {"finetune@small_cnn", "evaluate@small_cnn", "compare",
                    *(["export"] if served_changed else [])}
     project.git("add", "-A")
     project.git("commit", "-qm", "small_cnn: finetune lr 1e-3")
@@ -149,7 +150,7 @@ def test_augment_change_reruns_augment_and_everything_after(project):
     ran = project.stages_run(project.dvc("repro").stdout)
     # (features@<b> of these scratch CNNs reruns too, in a second: nothing to compute)
     after_augment = {"augment", "compare", "export"} | {
-        f"{stage}@{name}-holdout" for stage in ("train", "finetune", "evaluate")
+        f"{stage}@{name}" for stage in ("train", "finetune", "evaluate")
         for name in TINY["backbones"]} | {f"features@{name}" for name in TINY["backbones"]}
     assert ran == after_augment
     project.git("add", "-A")
@@ -159,7 +160,7 @@ def test_augment_change_reruns_augment_and_everything_after(project):
 def test_training_is_reproducible_on_cpu(project):
     path = "metrics/backbones/small_functional_cnn/holdout.json"
     before = project.read_json(path)
-    project.dvc("repro", "--force", "--single-item", "train@small_functional_cnn-holdout")
+    project.dvc("repro", "--force", "--single-item", "train@small_functional_cnn")
     # Same weights, same bytes (no save date in the .keras file): nothing downstream is stale.
     assert "up to date" in project.dvc("status").stdout
     ran = project.stages_run(project.dvc("repro").stdout)

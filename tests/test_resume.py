@@ -1,7 +1,7 @@
 """Interrupted training resumes from its last completed epoch (core/checkpoints.py).
 
 The unit tests interrupt a tiny model.fit in-process; the slow test SIGKILLs a real
-`dvc repro` during train@small_cnn-holdout and runs it again.
+`dvc repro` during train@small_cnn and runs it again.
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import chdir
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from stages.core.checkpoints import Checkpoints, fingerprint
+from stages.core.checkpoints import Checkpoints, drop_backups, fingerprint
 from stages.core.hardware import set_up
 from stages.core.params import FitConfig, merged
+from stages.core.paths import plots_dir, training_summary_file
 from stages.core.phase import fit_resumable, seed_everything
 from tests.pipeline_project import TINY, Project
 from tests.tiny_problem import tiny_data
@@ -71,38 +73,58 @@ def _run(tmp: Path, interrupt_at: int | None = None, key: str = "k") -> tuple[ke
     model, callbacks = _model(), _callbacks()
     if interrupt_at is not None:
         callbacks.append(Interrupt(interrupt_at))
-    checkpoints = Checkpoints("train", "tiny", key, root=tmp / "backup")
+    checkpoints = Checkpoints("train", "tiny", "holdout", key, root=tmp / "backup")
     start = fit_resumable(model, train, val, 2, FitConfig(EPOCHS, 3e-3, 16), 7, checkpoints,
                           "train@tiny", ON_THIS_MACHINE, callbacks)
-    checkpoints.finish(tmp / "log")
+    with chdir(tmp):
+        checkpoints.finish("tiny", "train", "holdout")
     return model, start
 
 
-def _curve(log: Path, name: str = "loss") -> list[tuple[int, float]]:
-    with (log / "plots/metrics/train" / f"{name}.tsv").open() as handle:
+def _summary(tmp: Path) -> Path:
+    return tmp / training_summary_file("tiny", "train", "holdout")
+
+
+def _curve(tmp: Path, name: str = "loss") -> list[tuple[int, float]]:
+    # DVCLive's Keras callback names the training curves train/<metric>
+    tsv = tmp / plots_dir("tiny", "train") / "holdout" / "train" / f"{name}.tsv"
+    with tsv.open() as handle:
         return [(int(r["step"]), float(r[name])) for r in csv.DictReader(handle, delimiter="\t")]
 
 
 def test_interrupted_fit_resumes_to_the_same_weights_and_curves(tmp_path):
     reference, _ = _run(tmp_path / "whole")
-    ref_curve = _curve(tmp_path / "whole" / "log")
+    ref_curve = _curve(tmp_path / "whole")
     assert [step for step, _ in ref_curve] == list(range(EPOCHS))
 
     run = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
         _run(run, interrupt_at=3)
-    saved = sorted((run / "backup/train/tiny/k").glob("epoch-*"))
+    saved = sorted((run / "backup/train/tiny/holdout/k").glob("epoch-*"))
     assert [p.name for p in saved] == ["epoch-0003"]
-    assert not (run / "log").exists()  # curves are published only with the model
+    assert not _summary(run).exists()  # curves are published only with the model
 
     model, start = _run(run)
     assert start == 3
     for a, b in zip(reference.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     # DVCLive's steps continue (0..5 once each) and match the uninterrupted run's values.
-    assert _curve(run / "log") == ref_curve
-    assert json.loads((run / "log/metrics.json").read_text())["step"] == EPOCHS - 1
-    assert not (run / "backup/train").exists()  # removed after a successful run
+    assert _curve(run) == ref_curve
+    assert json.loads(_summary(run).read_text())["step"] == EPOCHS - 1
+
+
+def test_a_finished_folds_backup_makes_its_rerun_a_load_until_the_stage_ends(tmp_path):
+    """A stage trains its folds one after the other and DVC deletes every fold's model
+    before a rerun: after a kill in a later fold, the finished folds are loaded, not trained."""
+    reference, _ = _run(tmp_path)
+    curve = _curve(tmp_path)
+    model, start = _run(tmp_path)
+    assert start == EPOCHS  # nothing trained
+    for a, b in zip(reference.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert _curve(tmp_path) == curve
+    drop_backups("train", "tiny", root=tmp_path / "backup")
+    assert not (tmp_path / "backup").exists()  # the stage is done
 
 
 def test_interrupted_after_one_epoch_continues_at_step_one(tmp_path):
@@ -110,7 +132,7 @@ def test_interrupted_after_one_epoch_continues_at_step_one(tmp_path):
         _run(tmp_path, interrupt_at=1)
     _, start = _run(tmp_path)
     assert start == 1
-    assert [step for step, _ in _curve(tmp_path / "log")] == list(range(EPOCHS))
+    assert [step for step, _ in _curve(tmp_path)] == list(range(EPOCHS))
 
 
 class RecordLearningRate(keras.callbacks.Callback):
@@ -126,7 +148,7 @@ def test_callback_counters_and_learning_rate_are_restored(tmp_path):
     train, val = tiny_data()
     model, callbacks = _model(), _callbacks()
     record = RecordLearningRate()
-    checkpoints = Checkpoints("train", "tiny", "k", root=tmp_path)
+    checkpoints = Checkpoints("train", "tiny", "holdout", "k", root=tmp_path)
     with pytest.raises(KeyboardInterrupt):
         fit_resumable(model, train, val, 2, FitConfig(EPOCHS, 3e-3, 16), 7, checkpoints,
                       "train@tiny", ON_THIS_MACHINE, [*callbacks, record, Interrupt(4)])
@@ -140,7 +162,7 @@ def test_callback_counters_and_learning_rate_are_restored(tmp_path):
     ]
 
     model, (early, plateau) = _model(), _callbacks()
-    restored = Checkpoints("train", "tiny", "k", root=tmp_path).restore(model)
+    restored = Checkpoints("train", "tiny", "holdout", "k", root=tmp_path).restore(model)
     assert restored["epochs_done"] == 4
     assert record.rates[-1] < 3e-3  # the schedule moved, and the backup kept where it was:
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == record.rates[-1]
@@ -153,7 +175,7 @@ def test_backup_of_other_params_or_data_is_never_resumed(tmp_path):
         _run(tmp_path, interrupt_at=2, key="old")
     _, start = _run(tmp_path, key="new")
     assert start == 0
-    assert not (tmp_path / "backup/train").exists()
+    assert [p.name for p in (tmp_path / "backup/train/tiny/holdout").iterdir()] == ["new"]
 
 
 def test_fingerprint_follows_params_and_input_bytes(tmp_path):
@@ -170,7 +192,7 @@ def test_fingerprint_follows_params_and_input_bytes(tmp_path):
 def test_unreadable_backup_starts_afresh(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, interrupt_at=2)
-    (tmp_path / "backup/train/tiny/k/epoch-0002/variables.npz").write_bytes(b"garbage")
+    (tmp_path / "backup/train/tiny/holdout/k/epoch-0002/variables.npz").write_bytes(b"garbage")
     _, start = _run(tmp_path)
     assert start == 0
 
@@ -188,7 +210,7 @@ RESUME = merged(TINY, {
 def test_kill_9_during_dvc_repro_resumes_from_the_last_epoch(tmp_path):
     project = Project.copy_of_repo(tmp_path / "repo", RESUME)
     project.dvc("repro", "augment")
-    backup = project.root / ".cache/backup/train/small_cnn-holdout"
+    backup = project.root / ".cache/backup/train/small_cnn/holdout"
     dvc = str(Path(sys.executable).parent / "dvc")
     proc = subprocess.Popen([dvc, "repro"], cwd=project.root, env=project.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -205,23 +227,43 @@ def test_kill_9_during_dvc_repro_resumes_from_the_last_epoch(tmp_path):
     assert 1 <= epochs_done < 40
     # no model, not even a temp file
     assert not [p for p in project.root.glob("models/small_cnn/**/*") if p.is_file()]
-    assert not (project.root / "metrics/training/small_cnn/holdout/train/metrics.json").exists()
+    summary = project.root / "metrics/training/small_cnn/train/holdout.json"
+    assert not summary.exists()
 
-    rerun = project.dvc("repro", "train@small_cnn-holdout").stdout
-    assert project.stages_run(rerun) == {"train@small_cnn-holdout"}
+    rerun = project.dvc("repro", "train@small_cnn").stdout
+    assert project.stages_run(rerun) == {"train@small_cnn"}
     assert "resuming after epoch" in rerun
     resumed_at = int(rerun.split("resuming after epoch ")[1].split()[0])
     assert resumed_at >= epochs_done  # the kill may land just after a newer epoch was saved
     assert len(re.findall(r"^Epoch \d+/40 - ", rerun, re.MULTILINE)) == 40 - resumed_at, rerun
-    log = project.root / "metrics/training/small_cnn/holdout/train"
-    assert json.loads((log / "metrics.json").read_text())["step"] == 39
-    with (log / "plots/metrics/train/loss.tsv").open() as handle:
+    assert json.loads(summary.read_text())["step"] == 39
+    curves = project.root / "metrics/plots/small_cnn/train/holdout"
+    with (curves / "train/loss.tsv").open() as handle:
         assert [int(r["step"]) for r in csv.DictReader(handle, delimiter="\t")] == list(range(40))
-    keras.models.load_model(project.root / "models/small_cnn/holdout/head.keras")  # a valid model
+    keras.models.load_model(project.root / "models/heads/small_cnn/holdout/head.keras")  # valid
     assert not backup.exists()
-    assert "up to date" in project.dvc("status", "train@small_cnn-holdout").stdout
+    assert "up to date" in project.dvc("status", "train@small_cnn").stdout
 
     # The resumed run ended where an uninterrupted one ends.
-    resumed = json.loads((log / "metrics.json").read_text())
-    project.dvc("repro", "--force", "--single-item", "train@small_cnn-holdout")
-    assert json.loads((log / "metrics.json").read_text()) == resumed
+    resumed = json.loads(summary.read_text())
+    project.dvc("repro", "--force", "--single-item", "train@small_cnn")
+    assert json.loads(summary.read_text()) == resumed
+
+
+def test_a_fold_trained_after_another_in_one_process_starts_as_if_alone():
+    """train and finetune fit every fold of a backbone in one process: seed_everything must
+    put each fold back at the same random state (weights and dropout masks)."""
+    train, val = tiny_data()
+    alone = _model()
+    first = alone.get_weights()
+    _ = _model()  # another fold's model, and a training step's random draws
+    _.fit(train.images, keras.utils.to_categorical(train.labels, 2), epochs=1, verbose=0)
+    again = _model()
+    for a, b in zip(first, again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    x = train.images[:4].astype("float32")
+    seed_everything(7)
+    masks_alone = np.asarray(alone(x, training=True))
+    _model()
+    seed_everything(7)
+    np.testing.assert_array_equal(masks_alone, np.asarray(again(x, training=True)))

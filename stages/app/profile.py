@@ -42,7 +42,8 @@ RESULTS_DIR = Path("results")
 README = Path("README.md")
 # What the pipeline writes that a profile run replaces, restored from git afterwards.
 WORKSPACE_FILES = ["params.yaml", "dvc.lock", "metrics", "models/served.json",
-                   "models/MODEL_CARD.md", "models/guard/guard.json"]
+                   "models/MODEL_CARD.md", "models/guard/guard.json",
+                   "models/.gitignore", "models/heads/.gitignore"]  # DVC adds the outs
 RESULT_FILES = {  # results/<name>/<key> ← value
     "summary.json": "metrics/summary.json",
     "leaderboard.md": "metrics/leaderboard.md",

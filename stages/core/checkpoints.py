@@ -2,11 +2,13 @@
 
 After every epoch the whole training state (model variables, optimizer, EarlyStopping /
 ReduceLROnPlateau counters, DVCLive curves so far) goes to
-.cache/backup/<stage>/<backbone>-<fold>/<fingerprint>/epoch-NNNN/. If the stage is killed
+.cache/backup/<stage>/<backbone>/<fold>/<fingerprint>/epoch-NNNN/. If the stage is killed
 (Ctrl-C, kill -9, a crash) the next `dvc repro` picks up after the last completed epoch. The
 folder is outside DVC's outputs because DVC deletes a stage's outputs before running it; it is
 keyed by a fingerprint of the stage's params, input files and code, so a backup is never
-resumed into a different run; and it is removed once the stage's outputs are written. Each
+resumed into a different run. A stage trains every fold of its backbone, so a finished fold's
+backup stays until the whole stage is done (drop_backups): a rerun after a kill in a later
+fold loads the finished folds instead of training them again. Each
 epoch's order of training images depends only on (seed, epoch) (fold_data.epoch_batches), so
 a resumed run ends with the very weights an uninterrupted one would (tests/test_resume.py).
 
@@ -29,6 +31,7 @@ import numpy as np
 
 from stages.core.files import atomic_path
 from stages.core.paths import BACKUP_ROOT
+from stages.core.training_log import publish_log
 
 CODE_DIR = Path(__file__).resolve().parents[1]  # stages/: any code change starts afresh
 ROOT = CODE_DIR.parent
@@ -58,17 +61,20 @@ def fingerprint(params: dict, inputs: Iterable[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def publish_dir(src: Path, dst: Path) -> None:
-    """Copy folder src to dst as a whole: dst is the old copy, absent, or the new copy."""
-    with atomic_path(dst) as tmp:
-        shutil.copytree(src, tmp)
+def drop_backups(stage: str, backbone: str, root: Path = BACKUP_ROOT) -> None:
+    """Every fold of `backbone` is written: their backups can go."""
+    shutil.rmtree(root / stage / backbone, ignore_errors=True)
+    for empty in (root / stage, root):
+        if empty.is_dir() and not any(empty.iterdir()):
+            empty.rmdir()
 
 
 class Checkpoints:
-    """The per-epoch training state of one stage run for one backbone (see module doc)."""
+    """The per-epoch training state of one fold's training in a stage run (see module doc)."""
 
-    def __init__(self, stage: str, backbone: str, key: str, root: Path = BACKUP_ROOT):
-        self.parent = root / stage / backbone
+    def __init__(self, stage: str, backbone: str, fold: str, key: str,
+                 root: Path = BACKUP_ROOT):
+        self.parent = root / stage / backbone / str(fold)
         self.folder = self.parent / key
         self.live_dir = self.folder / "live"  # DVCLive writes here; published at the end
         if self.parent.is_dir():  # backups of other params, data or code can never resume
@@ -136,14 +142,9 @@ class Checkpoints:
             shutil.copytree(latest / "live", self.live_dir)
         return state
 
-    def finish(self, log_dir: Path) -> None:
-        """The stage's outputs are written: publish the curves, drop the backup."""
-        log_dir.parent.mkdir(parents=True, exist_ok=True)
-        publish_dir(self.live_dir, log_dir)
-        shutil.rmtree(self.folder, ignore_errors=True)
-        for empty in (self.parent, self.parent.parent):
-            if empty.is_dir() and not any(empty.iterdir()):
-                empty.rmdir()
+    def finish(self, backbone: str, phase: str, fold: str) -> None:
+        """The fold's model is written: publish its curves (the backup stays: drop_backups)."""
+        publish_log(self.live_dir, backbone, phase, fold)
 
 
 class NoCheckpoints(Checkpoints):
@@ -165,9 +166,8 @@ class NoCheckpoints(Checkpoints):
     def restore(self, model: keras.Model) -> dict | None:
         return None
 
-    def finish(self, log_dir: Path) -> None:
-        log_dir.parent.mkdir(parents=True, exist_ok=True)
-        publish_dir(self.live_dir, log_dir)
+    def finish(self, backbone: str, phase: str, fold: str) -> None:
+        publish_log(self.live_dir, backbone, phase, fold)
         self._tmp.cleanup()
 
 

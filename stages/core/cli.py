@@ -18,11 +18,13 @@ def run_stage(name: str, main: Callable[..., Any], *args: Any) -> None:
         raise SystemExit(f"{name}: {err}") from None
 
 
-def parse_target(description: str) -> tuple[str, str]:
-    """`python -m stages.<stage> BACKBONE [FOLD]`, as dvc.yaml calls the per-model stages."""
+def parse_target(description: str) -> tuple[str, str | None]:
+    """`python -m stages.<stage> BACKBONE [FOLD]`: dvc.yaml runs every fold of a backbone in
+    one process; FOLD runs just that one (to look into it, outside DVC)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("backbone", help="a key under `models:` in params.yaml")
-    parser.add_argument("fold", nargs="?", default=HOLDOUT,
-                        help=f"{HOLDOUT} (default) or a cross-validation fold number")
+    parser.add_argument("fold", nargs="?", default=None,
+                        help=f"{HOLDOUT} or a cross-validation fold number (default: every "
+                             "fold in params.yaml's `folds`)")
     args = parser.parse_args()
     return args.backbone, args.fold

@@ -91,6 +91,15 @@ def stage_params(stage: str, item: dict[str, str] | None = None,
     return declared
 
 
+def fold_names(params: dict[str, Any], only: str | None = None) -> list[str]:
+    """The folds a per-backbone stage runs: params.yaml's `folds` as the names paths use
+    ("holdout", "0", "1", ...), or just `only`."""
+    folds = [str(f) for f in get(params, "folds")]
+    if only is not None and str(only) not in folds:
+        raise ParamsError(f"fold {only!r} is not in params.yaml's folds {folds}")
+    return [str(only)] if only is not None else folds
+
+
 def get(params: dict[str, Any], dotted_key: str) -> Any:
     """params['a']['b'] for 'a.b', with an error that names the missing key."""
     node: Any = params

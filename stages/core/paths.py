@@ -1,7 +1,8 @@
 """Where each stage writes, per backbone and fold; dvc.yaml declares the same paths.
 
-A fold is `holdout` (one train/val/test split) or a cross-validation fold number, so every
-model, metrics file and plot sits under <backbone>/<fold>/.
+A fold is `holdout` (one train/val/test split) or a cross-validation fold number. train,
+finetune and evaluate run once per backbone for all its folds, so each writes one folder per
+backbone (dvc.yaml's outs) with one file or folder per fold inside.
 """
 
 from __future__ import annotations
@@ -30,23 +31,32 @@ BACKUP_ROOT = Path(".cache/backup")  # training state between epochs, outside DV
 
 
 def model_dir(backbone: str, fold: str) -> Path:
+    """A fold's served-ready model.keras (finetune@<backbone> writes models/<backbone>/)."""
     return MODELS_DIR / backbone / str(fold)
+
+
+def head_file(backbone: str, fold: str) -> Path:
+    """A fold's phase-1 model (train@<backbone> writes models/heads/<backbone>/)."""
+    return MODELS_DIR / "heads" / backbone / str(fold) / "head.keras"
 
 
 def features_dir(backbone: str) -> Path:
     return FEATURES_DIR / backbone
 
 
-def training_log_dir(backbone: str, fold: str, phase: str) -> Path:
-    return Path("metrics/training") / backbone / str(fold) / phase
+def training_summary_file(backbone: str, phase: str, fold: str) -> Path:
+    """A training phase's final figures (DVCLive's metrics.json) of one fold."""
+    return Path("metrics/training") / backbone / phase / f"{fold}.json"
+
+
+def plots_dir(backbone: str, kind: str) -> Path:
+    """One kind of plot of a backbone, one file (or a training phase's curves: one folder)
+    per fold: dvc.yaml gives each kind its axes."""
+    return Path("metrics/plots") / backbone / kind
 
 
 def metrics_file(backbone: str, fold: str) -> Path:
     return Path("metrics/backbones") / backbone / f"{fold}.json"
-
-
-def plots_dir(backbone: str, fold: str) -> Path:
-    return Path("metrics/plots") / backbone / str(fold)
 
 
 def predictions_file(backbone: str, fold: str, part: str = "test") -> Path:

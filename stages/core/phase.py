@@ -19,7 +19,7 @@ from stages.core.fold_data import epoch_batches, training_data
 from stages.core.hardware import Hardware, set_up
 from stages.core.model_io import write_model
 from stages.core.params import FitConfig, get
-from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, model_dir, training_log_dir
+from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
 from stages.core.shards import Split
 from stages.core.train_loop import fit_epochs
 from stages.core.worklog import work
@@ -41,7 +41,7 @@ class Built:
 @dataclass(frozen=True)
 class Phase:
     stage: str  # "train" | "finetune": the stage name, and the curves' folder
-    output: str  # the model file written under models/<backbone>/<fold>/
+    output: Path  # the model file written (paths.head_file or model_dir / model.keras)
     fit: FitConfig
     inputs: tuple[Path, ...] = ()  # files read besides the prepared data (finetune: head)
 
@@ -51,6 +51,8 @@ def seed_everything(seed: int) -> None:
     import tensorflow as tf
 
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    # Also resets Keras's global seed generator: a stage trains its folds one after the other
+    # in one process, and fold k starts from the same random state as it would alone.
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
@@ -65,20 +67,20 @@ def run_phase(phase: Phase, backbone: str, fold: str, params: dict,
     train, val, meta = training_data(fold)
     with hardware.strategy.scope():
         built = build(train, val, meta, hardware)
-    name = f"{phase.stage}@{backbone}-{fold}"
+    name = f"{phase.stage}@{backbone} fold {fold}"
     print(f"{name}: {built.note}; {hardware.describe()}", flush=True)
     if hardware.kind == "multi_worker" or phase.fit.epochs == 0:
         # A cluster's workers would overwrite each other's backups; with no epochs there is
         # nothing to resume.
         checkpoints: Checkpoints = NoCheckpoints()
     else:
-        checkpoints = Checkpoints(phase.stage, f"{backbone}-{fold}", fingerprint(
+        checkpoints = Checkpoints(phase.stage, backbone, fold, fingerprint(
             {"params": params, "fold": fold}, [PREPARED_DIR, AUGMENTED_DIR, *phase.inputs]))
     fit_resumable(built.fitted or built.model, built.train, built.val, len(meta["classes"]),
                   phase.fit, seed, checkpoints, name, hardware, built.callbacks)
     if hardware.is_chief:
-        write_model(built.model, model_dir(backbone, fold) / phase.output, built.card)
-        checkpoints.finish(training_log_dir(backbone, fold, phase.stage))
+        write_model(built.model, phase.output, built.card)
+        checkpoints.finish(backbone, phase.stage, fold)
 
 
 def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, fit: FitConfig,
