@@ -45,6 +45,8 @@ def fine_tune(backbone: str, fold: str, params: dict, head_path: Path) -> None:
     import keras
 
     from stages.core.classifier import compile_classifier, unfreeze_backbone
+    from stages.core.clinical import ClinicalEncoding
+    from stages.core.clinical_branch import ClinicalBranch, joined_model
     from stages.core.hardware import Hardware
     from stages.core.model_io import load_model
     from stages.core.phase import Built, Phase, run_phase
@@ -59,14 +61,21 @@ def fine_tune(backbone: str, fold: str, params: dict, head_path: Path) -> None:
         note = "the whole model trains"
         if pretrained:
             note = f"{unfreeze_backbone(model, ft.unfreeze)} backbone layers trainable"
-        compile_classifier(model, ft.lr)
+        fitted, branch = model, None
+        if card.get("clinical"):  # its clinical half trains on from train's
+            encoding = ClinicalEncoding.from_card(card["clinical"])
+            branch = ClinicalBranch.of(encoding, train, val)
+            fitted = joined_model(model, len(encoding.names), card["clinical"]["coefficients"])
+            note += f", with its clinical branch ({', '.join(encoding.inputs)})"
+        compile_classifier(fitted, ft.lr)
         callbacks = [
             keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=ft.patience,
                                           restore_best_weights=True, verbose=1),
             keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5,
                                               patience=max(1, ft.patience // 2), verbose=1),
         ]
-        return Built(model, card, train, val, callbacks=callbacks, note=note)
+        return Built(model, card, train, val, fitted=fitted, callbacks=callbacks, note=note,
+                     clinical=branch)
 
     run_phase(Phase("finetune", model_dir(backbone, fold) / "model.keras", ft,
                     inputs=(head_path,)), backbone, fold, params, build)

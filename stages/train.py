@@ -4,7 +4,9 @@ A pretrained backbone is frozen and only the new head learns, so large early gra
 a random head cannot wreck the ImageNet features; a backbone without pretrained weights
 trains whole. With `train.solver: logistic` the linear head is instead a regularised
 logistic regression on the frozen features that the features stage computed
-(core/linear_head.py), fitted and written without starting TensorFlow. One process trains
+(core/linear_head.py), fitted and written without starting TensorFlow. With
+`clinical.inputs`, either kind learns the clinical data with the images and keeps that half in
+the model's card (core/clinical.py, core/clinical_branch.py). One process trains
 every fold (`folds`): no param or input of this stage differs between folds, so an edit
 reruns all of them anyway, and one start-up per backbone is cheaper than one per fold.
 Curves go to metrics/plots/<b>/train/<fold>/ and final figures to
@@ -22,7 +24,6 @@ from stages.core.frozen_features import NETWORK, fold_features, read_info
 from stages.core.linear_head import C_GRID, card_entry, fit_linear_head
 from stages.core.model_io import read_card, write_linear_model
 from stages.core.params import (
-    ParamsError,
     fit_config,
     fold_names,
     logistic_config,
@@ -83,6 +84,7 @@ def train_logistic(backbone: str, fold: str, params: dict) -> None:
 def train_network(backbone: str, fold: str, params: dict) -> None:
     """The head (and a backbone without pretrained weights) by gradient epochs."""
     from stages.core.classifier import build_classifier, compile_classifier, model_card
+    from stages.core.clinical_branch import ClinicalBranch, joined_model
     from stages.core.fold_data import backbone_features
     from stages.core.hardware import Hardware
     from stages.core.inference import split_at_pool
@@ -92,6 +94,7 @@ def train_network(backbone: str, fold: str, params: dict) -> None:
 
     cfg = model_config(params, backbone)
     fit = fit_config(params, f"models.{backbone}.train")
+    inputs = clinical_inputs(params)
 
     def build(train: Split, val: Split, meta: dict, hardware: Hardware) -> Built:
         model = build_classifier(cfg, meta["image_size"], len(meta["classes"]))
@@ -103,12 +106,18 @@ def train_network(backbone: str, fold: str, params: dict) -> None:
             extractor, fitted = split_at_pool(model)
             train, val = (backbone_features(extractor, split, fit.batch_size)
                           for split in (train, val))
+        branch = None
+        if inputs:
+            encoding = ClinicalEncoding.fit(inputs, clinical_table(train.ids))
+            branch = ClinicalBranch.of(encoding, train, val)
+            fitted = joined_model(fitted, len(encoding.names))
         compile_classifier(fitted, fit.lr)
         trainable = sum(int(w.shape.num_elements() or 0) for w in fitted.trainable_weights)
         card = model_card(cfg, meta["image_size"], meta["classes"], meta.get("preprocessing"))
-        return Built(model, card, train, val, fitted=fitted,
+        return Built(model, card, train, val, fitted=fitted, clinical=branch,
                      note=f"{cfg.arch}, weights={cfg.weights}, {trainable:,} trainable "
-                          f"parameters, {fit.epochs} epochs")
+                          f"parameters, {fit.epochs} epochs"
+                          f"{f', clinical {list(inputs)}' if inputs else ''}")
 
     run_phase(Phase("train", head_file(backbone, fold), fit), backbone, fold, params, build)
 
@@ -116,16 +125,10 @@ def train_network(backbone: str, fold: str, params: dict) -> None:
 def main(backbone: str, fold: str | None = None) -> None:
     """Every fold of `backbone` (or just `fold`)."""
     params = stage_params("train", {"backbone": backbone})
-    solver = train_solver(params, backbone)
-    if solver == "logistic":
+    if train_solver(params, backbone) == "logistic":
         for name in fold_names(params, fold):
             train_logistic(backbone, name, params)
         return
-    if clinical_inputs(params):
-        raise ParamsError(f"params.yaml: clinical.inputs {list(clinical_inputs(params))} are "
-                          f"fitted with logistic heads only; models.{backbone}.train.solver "
-                          f"is {solver} (a dense clinical branch for fine-tuned models is "
-                          "not built yet)")
     from stages.core.checkpoints import drop_backups
 
     for name in fold_names(params, fold):

@@ -1,5 +1,6 @@
-"""Clinical data as model input: age, sex and anatomical site, wherever the source has them,
-for the logistic heads on frozen features (`clinical.inputs` in params.yaml).
+"""Clinical data as model input: age, sex and anatomical site, wherever the source has them
+(`clinical.inputs` in params.yaml): for the logistic heads on frozen features, below, and for
+gradient-trained models (core/clinical_branch.py), in the same form.
 
 A photo often comes with none of them (the web page, the ISIC 2017 test set), so the
 encoding is zero for what is unknown, and nothing known at all is the zero vector:
@@ -51,6 +52,11 @@ class ClinicalEncoding:
         """The encoding for `inputs`, its site list from the training table's sites."""
         sites = sorted(set(_column(table, "site")) - {""}) if "site" in inputs else []
         return cls(tuple(inputs), tuple(sites))
+
+    @classmethod
+    def from_card(cls, entry: dict) -> ClinicalEncoding:
+        """The encoding a model card's "clinical" entry was made with."""
+        return cls(tuple(entry["inputs"]), tuple(entry["sites"]))
 
     @property
     def names(self) -> list[str]:
@@ -105,9 +111,8 @@ def with_clinical(probs: np.ndarray, entry: dict | None, table: pd.DataFrame | N
     model without a "clinical" entry, or no table, answers as it is."""
     if not entry or table is None:
         return probs
-    encoding = ClinicalEncoding(tuple(entry["inputs"]), tuple(entry["sites"]))
-    logits = encoding.encode(table).astype(np.float64) @ np.asarray(entry["coefficients"],
-                                                                     np.float64)
+    encoded = ClinicalEncoding.from_card(entry).encode(table).astype(np.float64)
+    logits = encoded @ np.asarray(entry["coefficients"], np.float64)
     shifted = np.log(np.clip(probs.astype(np.float64), 1e-30, None)) + logits
     return softmax(shifted).astype(np.float32)
 

@@ -7,7 +7,9 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 
+from stages.core.clinical_branch import CLINICAL, DROPOUT, INPUTS
 from stages.core.feature_cache import cached_features
 from stages.core.layers import DIHEDRAL, dihedral
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
@@ -38,7 +40,8 @@ def random_symmetry(image, seed):
 
 
 def epoch_batches(split: Split, n_classes: int, batch_size: int, seed: int, first_epoch: int,
-                  epochs: int, online_augment: str = "none") -> tuple[Any, int]:
+                  epochs: int, online_augment: str = "none",
+                  clinical: np.ndarray | None = None) -> tuple[Any, int]:
     """Training batches for epochs first_epoch..epochs-1, and the number of steps per epoch.
 
     Each epoch is shuffled with a seed made of (seed, epoch) rather than by a generator that
@@ -46,11 +49,15 @@ def epoch_batches(split: Split, n_classes: int, batch_size: int, seed: int, firs
     would have seen from epoch k on. `online_augment: dihedral` shows each image, each epoch,
     in a random one of its 8 flips/rotations, drawn from (seed, epoch, image) for the same
     reason: fresh views every epoch (the augment stage's copies are fixed), exact ones (no
-    interpolation), and the same ones after a resume.
+    interpolation), and the same ones after a resume. With `clinical` (one encoded row per
+    image: core/clinical_branch.py) a batch's inputs are {"inputs": images, "clinical": rows},
+    each row hidden with probability clinical_branch.DROPOUT, drawn the same way.
     """
     import tensorflow as tf
 
     all_images, all_labels = tf.constant(split.images), tf.constant(split.labels)
+    if clinical is not None:
+        all_rows = tf.constant(clinical, tf.float32)
     n = len(split.labels)
 
     def one_epoch(epoch):
@@ -61,13 +68,19 @@ def epoch_batches(split: Split, n_classes: int, batch_size: int, seed: int, firs
         shuffled = tf.data.Dataset.from_tensor_slices(tf.cast(order, tf.int64)).map(
             lambda index: (index, tf.gather(all_images, index), tf.gather(all_labels, index)))
         if online_augment == "dihedral":
-            images = shuffled.map(lambda index, image, label: (
-                random_symmetry(image, tf.stack([epoch_seed, index])), label))
+            shuffled = shuffled.map(lambda index, image, label: (
+                index, random_symmetry(image, tf.stack([epoch_seed, index])), label))
+        if clinical is None:
+            examples = shuffled.map(lambda index, image, label: (tf.cast(image, tf.float32),
+                                                                 label))
         else:
-            images = shuffled.map(lambda index, image, label: (image, label))
-        return (images.batch(batch_size)
-                .map(lambda image, label: (tf.cast(image, tf.float32),
-                                           tf.one_hot(label, n_classes))))
+            def with_rows(index, image, label):
+                shown = tf.random.stateless_uniform([], tf.stack([-1 - epoch_seed, index])) \
+                    >= DROPOUT
+                row = tf.gather(all_rows, index) * tf.cast(shown, tf.float32)
+                return {INPUTS: tf.cast(image, tf.float32), CLINICAL: row}, label
+            examples = shuffled.map(with_rows)
+        return examples.batch(batch_size).map(lambda x, label: (x, tf.one_hot(label, n_classes)))
 
     batches = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
     options = tf.data.Options()

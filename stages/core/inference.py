@@ -26,18 +26,26 @@ def inference(model: keras.Model):
     small image costs more than the model itself."""
     import tensorflow as tf
 
-    return tf.function(lambda x: model(tf.cast(x, tf.float32), training=False),
-                       reduce_retracing=True)
+    # (x: images, or a dict of inputs for a model with a clinical branch)
+    return tf.function(lambda x: model(tf.nest.map_structure(
+        lambda t: tf.cast(t, tf.float32), x), training=False), reduce_retracing=True)
 
 
-def predict_batches(infer, images: np.ndarray, batch_size: int, what: str = "predicting",
-                    ) -> np.ndarray:
-    """`infer` (see inference) over images, batch by batch, as one float32 array; `what`
-    names the work in the progress line that long runs show (core/progress.py)."""
-    progress = Progress(what, len(images))
+def predict_batches(infer, images: np.ndarray | dict[str, np.ndarray], batch_size: int,
+                    what: str = "predicting") -> np.ndarray:
+    """`infer` (see inference) over images (or a dict of inputs, one row per image: a model
+    with a clinical branch), batch by batch, as one float32 array; `what` names the work in
+    the progress line that long runs show (core/progress.py)."""
+    def rows(start: int, stop: int):
+        if isinstance(images, dict):
+            return {name: values[start:stop] for name, values in images.items()}
+        return images[start:stop]
+
+    count = len(next(iter(images.values())) if isinstance(images, dict) else images)
+    progress = Progress(what, count)
     outputs = []
-    for i in range(0, len(images), batch_size):
-        outputs.append(np.asarray(infer(images[i:i + batch_size])))
+    for i in range(0, count, batch_size):
+        outputs.append(np.asarray(infer(rows(i, i + batch_size))))
         progress.advance(len(outputs[-1]))
     progress.close()
     return np.concatenate(outputs).astype(np.float32)

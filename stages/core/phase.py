@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from stages.core.checkpoints import Checkpoints, NoCheckpoints, SaveEachEpoch, fingerprint
+from stages.core.clinical_branch import CLINICAL, INPUTS, ClinicalBranch
 from stages.core.fold_data import epoch_batches, training_data
 from stages.core.hardware import Hardware, set_up
 from stages.core.model_io import write_model
@@ -34,6 +35,9 @@ class Built:
     train: Split
     val: Split
     fitted: keras.Model | None = None  # what trains, if not `model` (e.g. the head alone)
+    # With clinical inputs: `fitted` is clinical_branch.joined_model, whose kernel goes to
+    # the card once trained.
+    clinical: ClinicalBranch | None = None
     callbacks: Sequence[keras.callbacks.Callback] = field(default_factory=list)
     note: str = ""  # one line on the terminal: what trains
 
@@ -77,7 +81,9 @@ def run_phase(phase: Phase, backbone: str, fold: str, params: dict,
         checkpoints = Checkpoints(phase.stage, backbone, fold, fingerprint(
             {"params": params, "fold": fold}, [PREPARED_DIR, AUGMENTED_DIR, *phase.inputs]))
     fit_resumable(built.fitted or built.model, built.train, built.val, len(meta["classes"]),
-                  phase.fit, seed, checkpoints, name, hardware, built.callbacks)
+                  phase.fit, seed, checkpoints, name, hardware, built.callbacks, built.clinical)
+    if built.clinical:
+        built.card["clinical"] = built.clinical.card_entry(built.fitted)
     if hardware.is_chief:
         write_model(built.model, phase.output, built.card)
         checkpoints.finish(backbone, phase.stage, fold)
@@ -85,7 +91,8 @@ def run_phase(phase: Phase, backbone: str, fold: str, params: dict,
 
 def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, fit: FitConfig,
                   seed: int, checkpoints: Checkpoints, name: str, hardware: Hardware,
-                  callbacks: Sequence[keras.callbacks.Callback] = ()) -> int:
+                  callbacks: Sequence[keras.callbacks.Callback] = (),
+                  clinical: ClinicalBranch | None = None) -> int:
     """Train for `fit.epochs` epochs (train_loop.fit_epochs), resumed from `checkpoints` when
     a backup exists.
 
@@ -109,9 +116,10 @@ def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, 
             live.step = start  # DVCLive's own resume is off by one after a single epoch
         if fit.epochs:  # (a resumed run that had finished still ends its callbacks)
             batches, steps = epoch_batches(train, n_classes, fit.batch_size * hardware.replicas,
-                                           seed, start, fit.epochs,
-                                           fit.online_augment)
-            val_data = (val.images, np.eye(n_classes, dtype=np.float32)[val.labels])
+                                           seed, start, fit.epochs, fit.online_augment,
+                                           clinical.train if clinical else None)
+            val_inputs = {INPUTS: val.images, CLINICAL: clinical.val} if clinical else val.images
+            val_data = (val_inputs, np.eye(n_classes, dtype=np.float32)[val.labels])
             with work("epochs"):
                 fit_epochs(model, batches, steps, val_data, fit.batch_size, fit.epochs, start,
                            [DVCLiveCallback(live=live), *callbacks,
