@@ -131,7 +131,7 @@ def served_graph(predictor: Predictor) -> keras.Model:
 
 def main() -> None:
     float16 = flag(stage_params("export"), "export.float16")
-    predictor = Predictor.load(SERVED_CARD)
+    predictor = Predictor.load(SERVED_CARD, with_guard=False)  # its file is copied below
     model = served_graph(predictor)
     card = {k: v for k, v in predictor.card.items() if k != "members"} | {
         "members": [f"{m['backbone']}/{m['fold']}" for m in predictor.card["members"]],

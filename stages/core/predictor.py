@@ -94,9 +94,10 @@ class Predictor:
         self._run = probs_and_features(self.members)
 
     @classmethod
-    def load(cls, path: Path) -> Predictor:
+    def load(cls, path: Path, with_guard: bool = True) -> Predictor:
         """A served card (.json with members), one model.keras, or an exported folder
-        (models/export, as `dvc artifacts get` fetches it), with its OOD guard."""
+        (models/export, as `dvc artifacts get` fetches it), with its OOD guard (unless
+        `with_guard` is False: a caller that only wants probabilities)."""
         path = Path(path)
         if path.is_dir():
             path = path / "model.keras"
@@ -111,8 +112,8 @@ class Predictor:
         else:
             model, card = load_model(path)
             loaded, clinical = [model], [card.get("clinical")]
-        predictor = cls(loaded, card, find_guard(card, path, int(card["image_size"])),
-                        clinical)
+        guard = find_guard(card, path, int(card["image_size"])) if with_guard else None
+        predictor = cls(loaded, card, guard, clinical)
         # One call on a blank image builds the compiled predict functions now, so the first
         # real request is not the slow one.
         predictor.assess(np.zeros((1, predictor.image_size, predictor.image_size, 3), np.uint8))
@@ -160,17 +161,17 @@ class Predictor:
         uint8 batch; a score above 1 is out of distribution (NaN: no guard was fitted).
         `clinical`: each image's sex, age_years, site (rows in the images' order, "" where
         unknown; None: nothing known), for members with clinical inputs."""
+        scores = self.guard.score(images) if self.guard else np.full(len(images), np.nan)
+        return self.predict(images, tta, clinical), scores
+
+    def predict(self, images: np.ndarray, tta: bool = False,
+                clinical: pd.DataFrame | None = None) -> np.ndarray:
+        """The calibrated class probabilities alone (assess adds the OOD scores)."""
         probs = [with_clinical(tta_predict(model, images) if tta else p, entry, clinical)
                  for model, entry, (p, _) in zip(
                      self.members, self.clinical or [None] * len(self.members),
                      self._run(images.astype(np.float32)), strict=True)]
-        scores = self.guard.score(images) if self.guard else np.full(len(images), np.nan)
-        return apply_temperature(np.mean(probs, axis=0), self.temperature,
-                                 self.class_bias), scores
-
-    def predict(self, images: np.ndarray, tta: bool = False,
-                clinical: pd.DataFrame | None = None) -> np.ndarray:
-        return self.assess(images, tta, clinical)[0]
+        return apply_temperature(np.mean(probs, axis=0), self.temperature, self.class_bias)
 
     def batch_results(self, probs: np.ndarray, ood_scores: np.ndarray,
                       adjust_prior: bool = False) -> tuple[list[dict], dict | None]:
