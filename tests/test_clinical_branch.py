@@ -9,9 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from stages import augment, download, evaluate, features, finetune, prepare, split, train
 from stages.core.clinical import ClinicalEncoding
 from stages.core.clinical_branch import CLINICAL, DROPOUT, INPUTS, joined_model
 from stages.core.fold_data import epoch_batches
@@ -19,8 +17,7 @@ from stages.core.model_io import load_model, read_card
 from stages.core.paths import PREPARED_DIR, SPLIT_FILE, head_file, model_dir, predictions_file
 from stages.core.predictor import Predictor
 from stages.core.shards import clinical_table, read_split
-from tests.test_clinical_pipeline import _with_clinical_data
-from tests.tiny_models import REPO
+from tests.test_clinical_pipeline import clinical_project
 from tests.tiny_problem import tiny_data
 
 MODEL = model_dir("small_cnn", "holdout") / "model.keras"
@@ -48,29 +45,9 @@ def test_metadata_dropout_hides_half_the_rows_the_same_way_after_a_resume():
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("clinical-branch")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        params = yaml.safe_load((REPO / "params.yaml").read_text())
-        params["data"]["synthetic"].update(count=80, size=48)
-        params.update(backbones=["small_cnn"], folds=["holdout"])
-        params["prepare"]["size"] = 32
-        params["clinical"]["inputs"] = ["age", "sex", "site"]
-        cnn = params["models"]["small_cnn"]
-        cnn["train"].update(epochs=8, lr=1.0e-2, batch_size=16)
-        cnn["finetune"].update(epochs=2, batch_size=16)
-        (root / "params.yaml").write_text(yaml.safe_dump(params))
-        download.main()
-        split.main()
-        _with_clinical_data(pd.read_csv(SPLIT_FILE, dtype=str, keep_default_na=False)).to_csv(
-            SPLIT_FILE, index=False)
-        for stage in (prepare, augment):
-            stage.main()
-        features.main("small_cnn")
-        train.main("small_cnn")
-        finetune.main("small_cnn")
-        evaluate.main("small_cnn")
-    return root
+    return clinical_project(tmp_path_factory.mktemp("clinical-branch"), "small_cnn", {
+        "small_cnn": {"train": {"epochs": 8, "lr": 1.0e-2, "batch_size": 16},
+                      "finetune": {"epochs": 2, "batch_size": 16}}})
 
 
 def test_the_clinical_half_trains_in_train_and_finetune_into_the_card(project, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from stages import augment, download, evaluate, features, finetune, prepare, spl
 from stages.app import predict, serve
 from stages.core.errors import PipelineError
 from stages.core.model_io import read_card
+from stages.core.params import merged
 from stages.core.paths import PREPARED_DIR, SPLIT_FILE, model_dir, predictions_file
 from stages.core.predictor import Predictor
 from stages.core.shards import clinical_table, read_split
@@ -37,16 +39,17 @@ def _with_clinical_data(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("clinical")
+def clinical_project(root: Path, backbone: str, models: dict | None = None) -> Path:
+    """A tiny synthetic project in `root` whose patients' age and sex carry the label, run
+    through the stages for one backbone with clinical inputs (`models`: its settings)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         params = yaml.safe_load((REPO / "params.yaml").read_text())
         params["data"]["synthetic"].update(count=80, size=48)
-        params.update(backbones=["lite0_frozen"], folds=["holdout"])
+        params.update(backbones=[backbone], folds=["holdout"])
         params["prepare"]["size"] = 32
         params["clinical"]["inputs"] = ["age", "sex", "site"]
+        params["models"] = merged(params["models"], models or {})
         (root / "params.yaml").write_text(yaml.safe_dump(params))
         download.main()
         split.main()
@@ -54,11 +57,14 @@ def project(tmp_path_factory):
             SPLIT_FILE, index=False)
         for stage in (prepare, augment):
             stage.main()
-        features.main("lite0_frozen")
-        train.main("lite0_frozen", "holdout")
-        finetune.main("lite0_frozen", "holdout")
-        evaluate.main("lite0_frozen", "holdout")
+        for stage in (features, train, finetune, evaluate):
+            stage.main(backbone)
     return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return clinical_project(tmp_path_factory.mktemp("clinical"), "lite0_frozen")
 
 
 def test_the_card_holds_the_clinical_half_and_evaluate_scores_both(project, monkeypatch):
