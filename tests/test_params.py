@@ -108,3 +108,16 @@ def test_a_declared_key_missing_from_params_yaml_is_named(tmp_path):
     path.write_text("seed: 1\ntask: binary\nsplit: {}\nfolds: [holdout]\ndata: {}\n")
     with pytest.raises(ParamsError, match="missing key 'data.max_rejected_fraction'"):
         stage_params("split", params_file=path)
+
+
+def test_logistic_only_settings_with_solver_adam_are_an_error_not_ignored():
+    params = load_params(REPO / "params.yaml")
+    train = params["models"]["lite0_ms_frozen"]["train"]
+    train["solver"] = "adam"  # its fit_on: train+val is the logistic head's
+    with pytest.raises(ParamsError, match=r"fit_on.*applied by solver logistic only"):
+        train_solver(params, "lite0_ms_frozen")
+    train.update(fit_on="train", class_weight="balanced")
+    with pytest.raises(ParamsError, match="class_weight: none"):
+        train_solver(params, "lite0_ms_frozen")
+    train["class_weight"] = "none"
+    assert train_solver(params, "lite0_ms_frozen") == "adam"

@@ -180,6 +180,8 @@ def fit_config(params: dict[str, Any], key: str) -> FitConfig:
 
 
 SOLVERS = ("adam", "logistic")
+# The train keys only the logistic solver applies, and the value that changes nothing.
+LOGISTIC_ONLY = {"class_weight": "none", "fit_on": "train"}
 
 
 def train_solver(params: dict[str, Any], name: str) -> str:
@@ -193,6 +195,15 @@ def train_solver(params: dict[str, Any], name: str) -> str:
         if get(params, f"models.{name}.head.dense"):
             raise ParamsError(f"params.yaml: models.{name}.train.solver logistic needs a "
                               "linear head (head.dense: [])")
+    else:  # never a setting quietly left unapplied
+        section = get(params, f"models.{name}.train")
+        unapplied = {k: section[k] for k, inert in LOGISTIC_ONLY.items()
+                     if k in section and section[k] != inert}
+        if unapplied:
+            raise ParamsError(
+                f"params.yaml: models.{name}.train {unapplied}: applied by solver logistic "
+                f"only; solver {solver} would train without them (set "
+                f"{', '.join(f'{k}: {LOGISTIC_ONLY[k]}' for k in unapplied)}, or remove them)")
     return solver
 
 
