@@ -256,8 +256,8 @@ def test_a_fold_trained_after_another_in_one_process_starts_as_if_alone():
     train, val = tiny_data()
     alone = _model()
     first = alone.get_weights()
-    _ = _model()  # another fold's model, and a training step's random draws
-    _.fit(train.images, keras.utils.to_categorical(train.labels, 2), epochs=1, verbose=0)
+    other = _model()  # another fold's model, and a training step's random draws
+    other.fit(train.images, keras.utils.to_categorical(train.labels, 2), epochs=1, verbose=0)
     again = _model()
     for a, b in zip(first, again.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
