@@ -19,16 +19,42 @@ from stages.core.progress import Progress
 Predict = Callable[[np.ndarray], np.ndarray]  # float32 (n, h, w, 3) 0..255 → (n, classes)
 
 
-def inference(model: keras.Model):
-    """model(images) in inference mode as one tf.function, traced once (reduce_retracing: a
-    last, smaller batch does not trace it again). It reads the synchronised weights under any
-    strategy, and unlike model.predict it sets up no tf.data pipeline per call, which for one
-    small image costs more than the model itself."""
+def inference(model: keras.Model) -> Callable[[Any], Any]:
+    """model(images) in inference mode as one tf.function, traced once per model: for any
+    batch size (the signature leaves it open, so a last, smaller batch does not trace it
+    again) and any input dtype (cast to float32 before the call). Every caller of one model
+    shares it (tracing a Lite network takes ~1 s). It reads the synchronised weights under
+    any strategy, and unlike model.predict it sets up no tf.data pipeline per call, which
+    for one small image costs more than the model itself."""
+    traced = model.__dict__.get(_TRACED)
+    if traced is None:
+        traced = _traced(model)
+        # Kept on the model, bypassing Keras' attribute tracking (nothing to save): it lives
+        # as long as the model does.
+        object.__setattr__(model, _TRACED, traced)
+    return lambda x: traced(_as_float32(x))
+
+
+_TRACED = "_pipeline_inference"
+
+
+def _as_float32(x: Any) -> Any:
+    # (x: images, or a dict of inputs for a model with a clinical branch)
+    if isinstance(x, dict):
+        return {name: np.asarray(values, np.float32) for name, values in x.items()}
+    return np.asarray(x, np.float32)
+
+
+def _traced(model: keras.Model) -> Callable[[Any], Any]:
     import tensorflow as tf
 
-    # (x: images, or a dict of inputs for a model with a clinical branch)
-    return tf.function(lambda x: model(tf.nest.map_structure(
-        lambda t: tf.cast(t, tf.float32), x), training=False), reduce_retracing=True)
+    try:
+        inputs = model.input
+    except AttributeError:  # a Sequential model never called has no input shape to promise
+        return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    signature = tf.nest.map_structure(
+        lambda t: tf.TensorSpec((None, *t.shape[1:]), tf.float32), inputs)
+    return tf.function(lambda x: model(x, training=False), input_signature=[signature])
 
 
 def predict_batches(infer, images: np.ndarray | dict[str, np.ndarray], batch_size: int,
