@@ -5,6 +5,9 @@ learning rate; EarlyStopping on validation AUC keeps the best epoch's weights, a
 ReduceLROnPlateau halves the rate when validation stalls. An interrupted run resumes from its
 last completed epoch, these callbacks' counters included (core/checkpoints.py).
 
+With `finetune.cache_trunk: true` the layers below the unfrozen ones run once per image and
+the epochs train the top on their cached activations (core/frozen_trunk.py).
+
 With `finetune.epochs: 0` (the frozen-feature models) the head model is the model: it is
 copied as it is, without starting TensorFlow, which would cost more than the copy. One process
 does every fold (`folds`), as train does.
@@ -18,7 +21,13 @@ from pathlib import Path
 from stages.core.cli import parse_target, run_stage
 from stages.core.errors import MissingInputError
 from stages.core.files import atomic_path, write_json
-from stages.core.params import finetune_config, fold_names, stage_params, weights_setting
+from stages.core.params import (
+    ParamsError,
+    finetune_config,
+    fold_names,
+    stage_params,
+    weights_setting,
+)
 from stages.core.paths import head_file, model_dir, plots_dir, training_summary_file
 
 
@@ -47,6 +56,8 @@ def fine_tune(backbone: str, fold: str, params: dict, head_path: Path) -> None:
     from stages.core.classifier import compile_classifier, unfreeze_backbone
     from stages.core.clinical import ClinicalEncoding
     from stages.core.clinical_branch import ClinicalBranch, joined_model
+    from stages.core.fold_data import backbone_features
+    from stages.core.frozen_trunk import split_at_trunk
     from stages.core.hardware import Hardware
     from stages.core.model_io import load_model
     from stages.core.phase import Built, Phase, run_phase
@@ -54,6 +65,9 @@ def fine_tune(backbone: str, fold: str, params: dict, head_path: Path) -> None:
 
     ft = finetune_config(params, backbone)
     pretrained = weights_setting(params, backbone) is not None
+    if ft.cache_trunk and not pretrained:
+        raise ParamsError(f"params.yaml: 'models.{backbone}.finetune.cache_trunk: true' needs "
+                          "a pretrained backbone (weights): without one the whole model trains")
 
     def build(train: Split, val: Split, meta: dict, hardware: Hardware) -> Built:
         model, card = load_model(head_path)
@@ -62,10 +76,17 @@ def fine_tune(backbone: str, fold: str, params: dict, head_path: Path) -> None:
         if pretrained:
             note = f"{unfreeze_backbone(model, ft.unfreeze)} backbone layers trainable"
         fitted, branch = model, None
+        if ft.cache_trunk:
+            trunk, fitted = split_at_trunk(model)
+            train, val = (backbone_features(trunk, split, ft.batch_size)
+                          for split in (train, val))
+            note += (f", on the frozen trunk's activations ({trunk.output_shape[-1]:,} per "
+                     "image, computed once)")
         if card.get("clinical"):  # its clinical half trains on from train's
             encoding = ClinicalEncoding.from_card(card["clinical"])
             branch = ClinicalBranch.of(encoding, train, val)
-            fitted = joined_model(model, len(encoding.names), card["clinical"]["coefficients"])
+            fitted = joined_model(fitted, len(encoding.names),
+                                  card["clinical"]["coefficients"])
             note += f", with its clinical branch ({', '.join(encoding.inputs)})"
         compile_classifier(fitted, ft.lr)
         callbacks = [

@@ -61,6 +61,8 @@ def test_default_head_is_the_densenet_recipe(params):
         ("finetune.unfreeze", "some", "unfreeze' must be 'all' or an integer"),
         ("finetune.online_augment", "mixup", "'models.small_cnn.finetune.online_augment' must "
                                              "be one of none, dihedral"),
+        ("finetune.cache_trunk", "yes", "'models.small_cnn.finetune.cache_trunk' must be true "
+                                        "or false"),
         ("head.dropout", [0.5, 0.5], "need the same length"),
         ("head.dropout", [1.2], r"dropout' values must be in \[0, 1\)"),
     ],
@@ -70,6 +72,18 @@ def test_bad_model_values_name_the_key(params, key, value, message):
     params["models"]["small_cnn"][section][field] = value
     with pytest.raises(ParamsError, match=message):
         _all_of(params, "small_cnn")
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"unfreeze": "all"}, "needs 'unfreeze' a positive number \\(got 'all'\\)"),
+    ({"unfreeze": 0}, "needs 'unfreeze' a positive number \\(got 0\\)"),
+    ({"online_augment": "dihedral"}, "'online_augment: none' \\(got 'dihedral'"),
+])
+def test_a_cached_trunk_needs_layers_to_train_and_no_online_flips(params, setting, message):
+    params["models"]["small_cnn"]["finetune"].update({"cache_trunk": True, "unfreeze": 4,
+                                                      **setting})
+    with pytest.raises(ParamsError, match=message):
+        finetune_config(params, "small_cnn")
 
 
 def test_missing_key_and_bad_choice_are_named(params):

@@ -157,6 +157,7 @@ class FitConfig:
 class FinetuneConfig(FitConfig):
     unfreeze: int | str  # "all" or the number of top layers of the backbone to train
     patience: int
+    cache_trunk: bool = False  # train the top on the frozen trunk's cached activations
 
 
 @dataclass(frozen=True)
@@ -246,10 +247,18 @@ def finetune_config(params: dict[str, Any], name: str) -> FinetuneConfig:
     if unfreeze != "all" and (isinstance(unfreeze, bool) or not isinstance(unfreeze, int)):
         raise ParamsError(f"params.yaml: '{key}.unfreeze' must be 'all' or an integer")
     fit = fit_config(params, key)
+    online_augment = choice(params, f"{key}.online_augment", ONLINE_AUGMENT)
+    cache_trunk = flag(params, f"{key}.cache_trunk")
+    if cache_trunk and (unfreeze == "all" or unfreeze <= 0 or online_augment != "none"):
+        raise ParamsError(
+            f"params.yaml: '{key}.cache_trunk: true' trains the top `unfreeze` layers on the "
+            "frozen layers' activations, computed once per image: it needs 'unfreeze' a "
+            f"positive number (got {unfreeze!r}) and 'online_augment: none' (got "
+            f"{online_augment!r}: a flip per epoch would change those activations)")
     return FinetuneConfig(epochs=fit.epochs, lr=fit.lr, batch_size=fit.batch_size,
                           unfreeze=unfreeze,
                           patience=number(params, f"{key}.patience", 1, 1000, integer=True),
-                          online_augment=choice(params, f"{key}.online_augment", ONLINE_AUGMENT))
+                          online_augment=online_augment, cache_trunk=cache_trunk)
 
 
 def weights_setting(params: dict[str, Any], name: str) -> str | None:
