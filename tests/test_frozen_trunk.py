@@ -5,6 +5,7 @@ network with only those layers changed."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -107,3 +108,14 @@ def test_a_cached_trunk_without_pretrained_weights_is_refused(project, monkeypat
                                       "cache_trunk": True}}}}
     with pytest.raises(ParamsError, match="cache_trunk: true' needs a pretrained backbone"):
         finetune.fine_tune("m", "holdout", params, head_file("m", "holdout"))
+
+
+def test_a_rerun_with_the_trunk_cache_emptied_trains_the_same_weights(project, monkeypatch):
+    monkeypatch.chdir(project)
+    path = model_dir("lite0_ms_frozen", "holdout") / "model.keras"
+    first, _ = load_model(path)
+    shutil.rmtree(".cache/features")
+    finetune.main("lite0_ms_frozen")
+    again, _ = load_model(path)
+    assert all(np.array_equal(a.numpy(), b.numpy())
+               for a, b in zip(first.weights, again.weights, strict=True))
