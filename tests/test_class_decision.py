@@ -65,3 +65,14 @@ def test_the_estimate_scores_the_biased_arg_max_cross_fitted_with_a_guarantee_to
     assert gain["gain"] > 0.05 and gain["gain_ci_low"] > 0, gain
     assert scores["balanced_accuracy"] == pytest.approx(gain["with_bias"], abs=1e-6)
     assert "without_guarantee" in scores["referral"]
+
+
+def test_the_fitted_biases_are_plain_numbers_the_card_shows_as_such():
+    from stages.core.served import Predictions, Rule, fit_decision
+
+    labels, probs = _imbalanced(600, 5)
+    p = Predictions(np.arange(600).astype(str), labels, probs, np.arange(600) % 5)
+    bias = fit_decision(p, ["nevus", "benign keratosis", "melanoma"],
+                        Rule(0.85, 0.95, balance_classes=True)).class_bias
+    assert any(bias) and all(type(b) is float for b in bias)
+    assert "np.float64" not in f"{list(bias)}"

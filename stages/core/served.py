@@ -162,7 +162,9 @@ DECIMALS = 4
 def fit_decision(p: Predictions, classes: list[str], rule: Rule) -> Decision:
     temperature = round(fit_temperature(p.labels, p.probs), DECIMALS)
     calibrated = apply_temperature(p.probs, temperature)
-    bias = tuple(fit_class_bias(p.labels, calibrated)) if rule.balance_classes else None
+    # Python floats: the card's text shows them as they are (numpy's repr adds np.float64(...))
+    bias = (tuple(float(b) for b in fit_class_bias(p.labels, calibrated))
+            if rule.balance_classes else None)
     calibrated = apply_temperature(p.probs, temperature, bias)
     malignant = np.isin(p.labels, malignant_classes(classes))
     score = refer_score(calibrated, classes)
