@@ -1,9 +1,11 @@
-"""Stage augment: prepared train shards → data/processed/augmented/, class-balanced, seeded.
+"""Stage augment: seeded augmented copies of the prepared training images →
+data/processed/augmented/, filling each class up to its target count (class balance).
 
-Materialising the augmented set (rather than augmenting on the fly) makes it a DVC output:
-every backbone trains on the very same images, and a change to augment params reruns exactly
-augment and what follows. Each class is filled up to its target count with augmented draws
-of its own images (oversampling the minority class), the originals kept as they are.
+Materialising the copies (rather than augmenting on the fly) makes them a DVC output: every
+backbone trains on the very same images, and a change to augment params reruns exactly
+augment and what follows. Only the copies are written; training reads each part's originals
+from data/processed/prepared beside them (shards.read_training_part), so the default, which
+draws none, keeps no second copy of every training image.
 """
 
 from __future__ import annotations
@@ -60,14 +62,13 @@ def target_counts(labels: np.ndarray, copies: float, balance: bool) -> dict[int,
             for c, n in zip(present, counts, strict=True)}
 
 
-def augmented_items(images, labels, ids, targets, model: Callable[[], keras.Sequential], rng,
-                    ) -> Iterator[tuple]:
-    """The originals, then seeded augmented copies of randomly drawn members up to each
-    class's target; `model()` gives the augmenter."""
+def augmented_copies(images, labels, ids, targets, model: Callable[[], keras.Sequential], rng,
+                     ) -> Iterator[tuple]:
+    """Class by class, seeded augmented copies of randomly drawn members, as many as the
+    class lacks of its target (the originals all stay: targets are never below the count);
+    `model()` gives the augmenter."""
     for cls, target in targets.items():
         members = np.flatnonzero(labels == cls)
-        for i in members[:target]:
-            yield images[i], cls, str(ids[i])
         extra = rng.choice(members, size=max(0, target - len(members)), replace=True)
         for start in range(0, len(extra), BATCH):
             batch = extra[start:start + BATCH]
@@ -75,7 +76,7 @@ def augmented_items(images, labels, ids, targets, model: Callable[[], keras.Sequ
             out = np.clip(np.round(np.asarray(out)), 0, 255).astype(np.uint8)
             for k, i in enumerate(batch):
                 yield out[k], cls, copy_id(ids[i], start + k)
-        print(f"  class {cls}: {len(members)} originals → {target} images", flush=True)
+        print(f"  class {cls}: {len(members)} originals + {len(extra)} copies", flush=True)
 
 
 def training_parts(meta: dict) -> list[str]:
@@ -101,10 +102,13 @@ def main() -> None:
         data = read_split(PREPARED_DIR, part)
         targets = target_counts(data.labels, number(params, "augment.copies", 1.0, 100.0),
                                 bool(get(params, "augment.balance")))
-        with work("augment"):
-            items = augmented_items(data.images, data.labels, data.ids, targets, model, rng)
-            counts[part] = write_split(AUGMENTED_DIR, part, items, meta["shard_size"])
-        print(f"{part}: {counts[part]} training images written to {AUGMENTED_DIR}", flush=True)
+        if sum(targets.values()) == len(data.labels):
+            counts[part] = 0  # nothing to draw: no shard, and no TensorFlow
+        else:
+            with work("augment"):
+                items = augmented_copies(data.images, data.labels, data.ids, targets, model, rng)
+                counts[part] = write_split(AUGMENTED_DIR, part, items, meta["shard_size"])
+        print(f"{part}: {counts[part]} augmented copies written to {AUGMENTED_DIR}", flush=True)
     write_meta(AUGMENTED_DIR, {"classes": meta["classes"], "counts": counts})
 
 

@@ -19,7 +19,7 @@ from stages.core.files import write_json
 from stages.core.frozen_features import AUGMENTED, INFO, NETWORK, PREPARED, write_part
 from stages.core.params import model_config, number, stage_params, train_solver
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, features_dir
-from stages.core.shards import Split, read_meta, read_split
+from stages.core.shards import Split, read_copies, read_meta, read_split
 
 
 def main(backbone: str) -> None:
@@ -51,7 +51,7 @@ def main(backbone: str) -> None:
     extractor, _ = split_at_pool(model)
     for source, data_dir in ((PREPARED, PREPARED_DIR), (AUGMENTED, AUGMENTED_DIR)):
         for part in read_meta(data_dir)["counts"]:
-            split = read_split(data_dir, part)
+            split = read_split(data_dir, part) if source == PREPARED else read_copies(part)
             features = cached_features(extractor, split.images, batch_size)
             write_part(backbone, source, part, Split(features, split.labels, split.ids))
     card = model_card(cfg, meta["image_size"], meta["classes"], meta.get("preprocessing"))
@@ -60,7 +60,7 @@ def main(backbone: str) -> None:
     write_json(out / INFO, {"feature_key": key, "width": int(extractor.output_shape[-1]),
                             "classes": meta["classes"]})
     print(f"features@{backbone}: {cfg.arch} features ({extractor.output_shape[-1]} wide, "
-          f"key {key}) of every prepared and augmented image; {hardware.describe()}")
+          f"key {key}) of every prepared image and augmented copy; {hardware.describe()}")
 
 
 if __name__ == "__main__":

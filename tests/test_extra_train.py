@@ -13,8 +13,8 @@ from stages import augment, download, features, prepare, split
 from stages.core.errors import PipelineError
 from stages.core.fold_data import training_data
 from stages.core.frozen_features import fold_features
-from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, SPLIT_FILE, TRAIN_ONLY
-from stages.core.shards import fold_parts, read_split
+from stages.core.paths import PREPARED_DIR, SPLIT_FILE, TRAIN_ONLY
+from stages.core.shards import fold_parts, read_split, read_training_part
 from stages.split import link_groups, unusable_train_only
 from tests.test_sources_stage import _ham, isic_cli_folder
 
@@ -61,7 +61,7 @@ def test_extra_images_train_every_fold_and_nothing_else(folds, in_tmp_repo, para
     prepare.main()
     augment.main()
     features.main("lite0_frozen")
-    assert set(read_split(AUGMENTED_DIR, TRAIN_ONLY).ids) == extra_ids
+    assert set(read_training_part(TRAIN_ONLY).ids) == extra_ids
     parts = list(pd.read_json(PREPARED_DIR / "meta.json", typ="series")["counts"])
     for fold in folds:
         train, val, _ = training_data(str(fold))

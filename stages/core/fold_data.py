@@ -1,5 +1,5 @@
-"""One fold's training data: the augmented training parts, the validation part, and the
-tf.data pipeline that feeds them to train_loop epoch by epoch."""
+"""One fold's training data: the training parts with their augmented copies, the validation
+part, and the tf.data pipeline that feeds them to train_loop epoch by epoch."""
 
 from __future__ import annotations
 
@@ -12,15 +12,23 @@ import numpy as np
 from stages.core.clinical_branch import CLINICAL, DROPOUT, INPUTS
 from stages.core.feature_cache import cached_features
 from stages.core.layers import DIHEDRAL, dihedral
-from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
-from stages.core.shards import Split, fold_parts, read_meta, read_parts, read_split
+from stages.core.paths import PREPARED_DIR
+from stages.core.shards import (
+    Split,
+    concat,
+    fold_parts,
+    read_meta,
+    read_split,
+    read_training_part,
+)
 
 
 def training_data(fold: str) -> tuple[Split, Split, dict]:
-    """(augmented training split, validation split, data meta) of one fold."""
+    """(training split with its augmented copies, validation split, data meta) of one fold."""
     meta = read_meta(PREPARED_DIR)
     parts = fold_parts(fold, list(meta["counts"]))
-    return read_parts(AUGMENTED_DIR, parts.train), read_split(PREPARED_DIR, parts.val), meta
+    train = concat([read_training_part(part) for part in parts.train])
+    return train, read_split(PREPARED_DIR, parts.val), meta
 
 
 def backbone_features(extractor: keras.Model, split: Split, batch_size: int) -> Split:

@@ -1,5 +1,5 @@
 """What the features stage keeps of one frozen backbone (data/processed/features/<backbone>/):
-the pooled features of every prepared and augmented image, per part, with their ids and
+the pooled features of every prepared image and augmented copy, per part, with their ids and
 labels; the extractor's feature-cache key; and the classifier network whose softmax layer
 each fold's logistic head is written into. train and evaluate read it without TensorFlow:
 a fold's logistic head is maths on these arrays, and starting TensorFlow in each of the 15
@@ -17,7 +17,7 @@ from stages.core.errors import MissingInputError
 from stages.core.files import atomic_path
 from stages.core.params import ParamsError
 from stages.core.paths import TRAIN_ONLY, features_dir
-from stages.core.shards import Split, concat, fold_parts
+from stages.core.shards import Split, concat, fold_parts, with_copies
 
 PREPARED, AUGMENTED = "prepared", "augmented"  # the parts' two sources, one folder each
 INFO = "features.json"  # feature_key, classes, the parts; or why there are no features
@@ -47,11 +47,14 @@ def read_part(backbone: str, source: str, part: str) -> Split:
 def fold_features(backbone: str, fold: str, parts: list[str]) -> tuple[Split, Split,
                                                                          np.ndarray]:
     """(training features, validation features, train-only mask of the training rows) of
-    one fold, in the order fold_data.training_data reads the images: the augmented training
-    parts, then the prepared validation part. The mask marks data.extra_train's rows (its
-    own part), which the logistic head's inner CV fits on and never scores."""
+    one fold, in the order fold_data.training_data reads the images: the training parts with
+    their augmented copies, then the prepared validation part. The mask marks
+    data.extra_train's rows (its own part), which the logistic head's inner CV fits on and
+    never scores."""
     fold_split = fold_parts(fold, parts)
-    train_parts = [read_part(backbone, AUGMENTED, part) for part in fold_split.train]
+    train_parts = [with_copies(read_part(backbone, PREPARED, part),
+                               read_part(backbone, AUGMENTED, part))
+                   for part in fold_split.train]
     train_only = np.concatenate([np.full(len(split.ids), part == TRAIN_ONLY)
                                  for part, split in zip(fold_split.train, train_parts,
                                                         strict=True)])

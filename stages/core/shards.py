@@ -17,7 +17,7 @@ import pandas as pd
 from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import atomic_path, write_json
 from stages.core.params import ParamsError
-from stages.core.paths import HOLDOUT, SPLIT_FILE, TRAIN_ONLY
+from stages.core.paths import AUGMENTED_DIR, HOLDOUT, PREPARED_DIR, SPLIT_FILE, TRAIN_ONLY
 
 META_FILE = "meta.json"
 COPY_MARK = "_aug"  # augment's copy k of image <id> is <id>_aug<k>
@@ -79,6 +79,8 @@ def iter_shards(data_dir: Path, split: str) -> Iterator[Split]:
 
 
 def concat(parts: list[Split]) -> Split:
+    if len(parts) == 1:  # a part of one shard: no copy of its (often large) arrays
+        return parts[0]
     return Split(*(np.concatenate([getattr(p, f) for p in parts])
                    for f in ("images", "labels", "ids")))
 
@@ -99,6 +101,29 @@ def source_image(ids: np.ndarray) -> np.ndarray:
 def read_parts(data_dir: Path, parts: list[str]) -> Split:
     """Several parts (e.g. the training folds of a cross-validation run) as one Split."""
     return concat([read_split(data_dir, part) for part in parts])
+
+
+def read_copies(part: str) -> Split:
+    """augment's copies of one training part's images (an empty Split when it drew none)."""
+    if read_meta(AUGMENTED_DIR)["counts"].get(part, 0):
+        return read_split(AUGMENTED_DIR, part)
+    size = read_meta(PREPARED_DIR)["image_size"]
+    return Split(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int32),
+                 np.zeros(0, str))
+
+
+def with_copies(originals: Split, copies: Split) -> Split:
+    """A training part in the order training sees it: class by class, the originals (in
+    their own order) and then that class's augmented copies. Works for images and for their
+    features (frozen_features) alike."""
+    pieces = [Split(s.images[s.labels == c], s.labels[s.labels == c], s.ids[s.labels == c])
+              for c in np.unique(originals.labels) for s in (originals, copies)]
+    return concat(pieces)
+
+
+def read_training_part(part: str) -> Split:
+    """One training part's images: its prepared originals with augment's copies."""
+    return with_copies(read_split(PREPARED_DIR, part), read_copies(part))
 
 
 @dataclass(frozen=True)
