@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 
 from stages.core import inference as inference_module
-from stages.core.feature_cache import cached_features
+from stages.core.feature_cache import cached_features, image_keys
 from stages.core.inference import extractor_key, inference, predict_batches, split_at_pool
 from tests.tiny_models import tiny_classifier, varied_images
 
@@ -41,3 +43,25 @@ def test_other_weights_or_views_are_another_extractor():
     for layer in same.layers:  # freezing does not change what it computes
         layer.trainable = False
     assert extractor_key(same) == extractor_key(base)
+
+
+def test_chunks_added_since_are_read_and_an_emptied_cache_is_computed_again(tmp_path,
+                                                                            monkeypatch):
+    extractor, _ = split_at_pool(tiny_classifier("small_cnn", 32))
+    images = varied_images(6, 32, seed=2)
+    direct = predict_batches(inference(extractor), images, 4)
+    cached_features(extractor, images[:3], cache_dir=tmp_path)
+    folder = tmp_path / extractor_key(extractor)
+    # another process adds a chunk: read, not computed (marked +1 to tell it apart)
+    np.savez(folder / "chunk-other.npz", keys=image_keys(images[3:]), features=direct[3:] + 1)
+    computed = []
+    real = inference_module.predict_batches
+    monkeypatch.setattr(inference_module, "predict_batches",
+                        lambda infer, x, b, what: computed.append(len(x)) or real(infer, x, b))
+    np.testing.assert_allclose(cached_features(extractor, images[3:], cache_dir=tmp_path),
+                               direct[3:] + 1, atol=1e-6)
+    assert computed == []
+    shutil.rmtree(folder)
+    np.testing.assert_allclose(cached_features(extractor, images, cache_dir=tmp_path), direct,
+                               atol=1e-6)
+    assert computed == [6]

@@ -33,11 +33,24 @@ def image_keys(images: np.ndarray) -> np.ndarray:
                      for image in images])
 
 
+# folder → (the chunks read, their features by image key): a stage calls cached_features
+# once per part and fold, and re-reading every chunk each time grows with parts × folds
+# (trunk activations, finetune.cache_trunk, are 0.2-0.4 MB an image).
+_READ: dict[Path, tuple[set[str], dict[str, np.ndarray]]] = {}
+
+
 def _stored(folder: Path) -> dict[str, np.ndarray]:
-    known: dict[str, np.ndarray] = {}
-    for chunk in sorted(folder.glob("chunk-*.npz")):
-        with np.load(chunk) as stored:
+    """Every feature kept in `folder`, reading only the chunks this process has not read;
+    a chunk gone since (the cache emptied) starts over."""
+    chunks = {chunk.name: chunk for chunk in folder.glob("chunk-*.npz")}
+    read, known = _READ.get(folder, (set(), {}))
+    if not read <= set(chunks):
+        read, known = set(), {}
+    for name in sorted(set(chunks) - read):
+        with np.load(chunks[name]) as stored:
             known.update(zip(stored["keys"], stored["features"], strict=True))
+        read.add(name)
+    _READ[folder] = (read, known)
     return known
 
 
@@ -58,9 +71,10 @@ def cached_features(extractor: keras.Model, images: np.ndarray, batch_size: int 
             computed = predict_batches(inference(extractor), images[rows], batch_size,
                                        f"features of {extractor.name}")
         known.update(zip(missing, computed, strict=True))
-        name = hashlib.sha1("".join(missing).encode()).hexdigest()[:16]
-        with atomic_path(folder / f"chunk-{name}.npz", suffix=".npz") as tmp:
+        name = f"chunk-{hashlib.sha1(''.join(missing).encode()).hexdigest()[:16]}.npz"
+        with atomic_path(folder / name, suffix=".npz") as tmp:
             np.savez(tmp, keys=np.array(missing), features=computed)
+        _READ[folder][0].add(name)  # its features are in `known` already
     if not len(keys):
         return np.zeros((0, extractor.output_shape[-1]), np.float32)
     return np.stack([known[key] for key in keys]).astype(np.float32)

@@ -4,8 +4,9 @@ once per image (`finetune.cache_trunk: true`, issue #26 item 3).
 With `finetune.unfreeze: N`, only the backbone's top layers train; everything below them
 (the trunk) answers the same for an image in every epoch, since augment varied the images
 once, offline. So the trunk runs once per image (through the feature cache, like a frozen
-head's features) and the epochs run the top alone: minutes on a CPU where a pass of the whole
-network per epoch takes an hour. What trains is the same model and the same layers as
+head's features) and the epochs run the top alone: on the isic2017 profile an epoch over
+~1,900 images took 1-2 s on 2 CPU cores (docs/research.md), where every epoch would otherwise
+run the whole network forward over every image. What trains is the same model and the same layers as
 without the cache, except that the trunk's stochastic-depth dropout no longer runs (its
 activations are the inference ones). `split_at_trunk` cuts a classifier (classifier.py) into
 the trunk and the top, sharing its layers, so training the top trains the model that is saved.
@@ -43,6 +44,8 @@ def frontier(base: keras.Model) -> list:
 
 
 def _inputs(layer: keras.layers.Layer) -> list:
+    # Keras 3 has no public way to walk a functional graph; tests/test_frozen_trunk.py fails
+    # if a Keras release renames these attributes.
     return list(layer._inbound_nodes[0].input_tensors)  # its call inside the backbone
 
 
