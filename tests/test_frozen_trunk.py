@@ -105,7 +105,7 @@ def test_a_cached_trunk_without_pretrained_weights_is_refused(project, monkeypat
     params = {"seed": 0, "folds": ["holdout"], "compute": {}, "models": {"m": {
         "weights": None, "finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 8, "unfreeze": 4,
                                       "patience": 1, "online_augment": "none",
-                                      "cache_trunk": True}}}}
+                                      "cache_trunk": True, "class_weight": "none"}}}}
     with pytest.raises(ParamsError, match="cache_trunk: true' needs a pretrained backbone"):
         finetune.fine_tune("m", "holdout", params, head_file("m", "holdout"))
 

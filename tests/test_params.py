@@ -130,8 +130,12 @@ def test_logistic_only_settings_with_solver_adam_are_an_error_not_ignored():
     train["solver"] = "adam"  # its fit_on: train+val is the logistic head's
     with pytest.raises(ParamsError, match=r"fit_on.*applied by solver logistic only"):
         train_solver(params, "lite0_ms_frozen")
+    # class_weight applies to gradient training too (train_loop.balanced_weights)
     train.update(fit_on="train", class_weight="balanced")
-    with pytest.raises(ParamsError, match="class_weight: none"):
-        train_solver(params, "lite0_ms_frozen")
-    train["class_weight"] = "none"
     assert train_solver(params, "lite0_ms_frozen") == "adam"
+    assert fit_config(params, "models.lite0_ms_frozen.train").class_weight == "balanced"
+    params["models"]["lite0_ms_frozen"]["finetune"]["class_weight"] = "balanced"
+    assert finetune_config(params, "lite0_ms_frozen").class_weight == "balanced"
+    params["models"]["lite0_ms_frozen"]["finetune"]["class_weight"] = "inverse"
+    with pytest.raises(ParamsError, match="finetune.class_weight' must be one of"):
+        finetune_config(params, "lite0_ms_frozen")

@@ -151,6 +151,7 @@ class FitConfig:
     lr: float
     batch_size: int
     online_augment: str = "none"  # "dihedral": a random flip/rotation per image and epoch
+    class_weight: str | None = None  # "balanced": each class's loss weighed 1 / its count
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,18 +172,29 @@ class ModelConfig:
     head: HeadConfig
 
 
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+def class_weight_setting(params: dict[str, Any], key: str) -> str | None:
+    """`<key>.class_weight`: None (the data's own class frequencies) or "balanced"."""
+    weight = choice(params, f"{key}.class_weight", CLASS_WEIGHTS)
+    return None if weight == "none" else weight
+
+
 def fit_config(params: dict[str, Any], key: str) -> FitConfig:
-    """The validated epochs / lr / batch_size section at `key` (e.g. models.x.train)."""
+    """The validated epochs / lr / batch_size / class_weight section at `key` (e.g.
+    models.x.train)."""
     return FitConfig(
         epochs=number(params, f"{key}.epochs", 0, 10_000, integer=True),
         lr=number(params, f"{key}.lr", 1e-8, 1.0),
         batch_size=number(params, f"{key}.batch_size", 1, 4096, integer=True),
+        class_weight=class_weight_setting(params, key),
     )
 
 
 SOLVERS = ("adam", "logistic")
 # The train keys only the logistic solver applies, and the value that changes nothing.
-LOGISTIC_ONLY = {"class_weight": "none", "fit_on": "train"}
+LOGISTIC_ONLY = {"fit_on": "train"}
 
 
 def train_solver(params: dict[str, Any], name: str) -> str:
@@ -216,7 +228,6 @@ class LogisticConfig:
     with_validation: bool  # fit on the training AND validation parts (cross-validation only)
 
 
-CLASS_WEIGHTS = ("none", "balanced")
 FIT_ON = ("train", "train+val")
 
 
@@ -228,13 +239,12 @@ def logistic_config(params: dict[str, Any], name: str, fold: str) -> LogisticCon
     it too. With a holdout split the validation images calibrate the served model and set
     its threshold, so they must stay unseen."""
     key = f"models.{name}.train"
-    weight = choice(params, f"{key}.class_weight", CLASS_WEIGHTS)
     fit_on = choice(params, f"{key}.fit_on", FIT_ON)
     if fit_on == "train+val" and str(fold) == "holdout":
         raise ParamsError(f"params.yaml: '{key}.fit_on: train+val' needs cross-validation "
                           "(folds: [0, 1, ...]); a holdout model is calibrated on its "
                           "validation images, so set it to train")
-    return LogisticConfig(None if weight == "none" else weight, fit_on == "train+val")
+    return LogisticConfig(class_weight_setting(params, key), fit_on == "train+val")
 
 
 ONLINE_AUGMENT = ("none", "dihedral")  # fold_data.epoch_batches
@@ -256,7 +266,7 @@ def finetune_config(params: dict[str, Any], name: str) -> FinetuneConfig:
             f"positive number (got {unfreeze!r}) and 'online_augment: none' (got "
             f"{online_augment!r}: a flip per epoch would change those activations)")
     return FinetuneConfig(epochs=fit.epochs, lr=fit.lr, batch_size=fit.batch_size,
-                          unfreeze=unfreeze,
+                          class_weight=fit.class_weight, unfreeze=unfreeze,
                           patience=number(params, f"{key}.patience", 1, 1000, integer=True),
                           online_augment=online_augment, cache_trunk=cache_trunk)
 

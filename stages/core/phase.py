@@ -22,7 +22,7 @@ from stages.core.model_io import write_model
 from stages.core.params import FitConfig, get
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR
 from stages.core.shards import Split
-from stages.core.train_loop import fit_epochs
+from stages.core.train_loop import balanced_weights, fit_epochs
 from stages.core.worklog import work
 
 
@@ -120,10 +120,12 @@ def fit_resumable(model: keras.Model, train: Split, val: Split, n_classes: int, 
                                            clinical.train if clinical else None)
             val_inputs = {INPUTS: val.images, CLINICAL: clinical.val} if clinical else val.images
             val_data = (val_inputs, np.eye(n_classes, dtype=np.float32)[val.labels])
+            weights = (balanced_weights(train.labels, n_classes)
+                       if fit.class_weight == "balanced" else None)
             with work("epochs"):
                 fit_epochs(model, batches, steps, val_data, fit.batch_size, fit.epochs, start,
                            [DVCLiveCallback(live=live), *callbacks,
-                            SaveEachEpoch(checkpoints, callbacks, state)], hardware)
+                            SaveEachEpoch(checkpoints, callbacks, state)], hardware, weights)
         if fit.epochs == 0:  # no epochs: the outputs still exist
             live.make_summary()
             (checkpoints.live_dir / "plots" / "metrics").mkdir(parents=True, exist_ok=True)

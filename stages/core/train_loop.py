@@ -41,9 +41,21 @@ def scores(onehot: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     }
 
 
-def train_step(model: keras.Model, hardware: Hardware, global_batch: int):
+def balanced_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Each class's loss weight, n / (classes present × its count) as scikit-learn's
+    "balanced" (the logistic heads' class_weight), so the weights average 1 over the data."""
+    counts = np.bincount(labels, minlength=n_classes)
+    present = counts > 0
+    weights = np.ones(n_classes)
+    weights[present] = len(labels) / (present.sum() * counts[present])
+    return weights.astype(np.float32)
+
+
+def train_step(model: keras.Model, hardware: Hardware, global_batch: int,
+               class_weights: np.ndarray | None = None):
     """A tf.function that trains `model` on the next batch of a distributed iterator and
-    returns (probabilities, one-hot labels) per replica."""
+    returns (probabilities, one-hot labels) per replica; `class_weights` (n_classes,) weigh
+    each image's loss by its class."""
     import tensorflow as tf
 
     if not model.optimizer.built:  # its variables must exist before the step is traced
@@ -56,7 +68,11 @@ def train_step(model: keras.Model, hardware: Hardware, global_batch: int):
     def replica_step(images, onehot):
         with tf.GradientTape() as tape:
             probs = model(images, training=True)
-            loss = tf.nn.compute_average_loss(loss_fn(onehot, probs), global_batch)
+            per_image = loss_fn(onehot, probs)
+            if class_weights is not None:
+                per_image *= tf.linalg.matvec(tf.cast(onehot, per_image.dtype),
+                                              tf.constant(class_weights, per_image.dtype))
+            loss = tf.nn.compute_average_loss(per_image, global_batch)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
             scaled = optimizer.scale_loss(loss)  # the loss scale of mixed_float16, else 1
@@ -74,12 +90,14 @@ def train_step(model: keras.Model, hardware: Hardware, global_batch: int):
 
 def fit_epochs(model: keras.Model, batches: Any, steps: int, val: tuple[np.ndarray, np.ndarray],
                batch_size: int, epochs: int, initial_epoch: int,
-               callbacks: Sequence[keras.callbacks.Callback], hardware: Hardware) -> None:
+               callbacks: Sequence[keras.callbacks.Callback], hardware: Hardware,
+               class_weights: np.ndarray | None = None) -> None:
     """Train `model` (built and compiled in hardware.strategy's scope) for epochs
     initial_epoch..epochs-1 on `batches` (global batches, `steps` per epoch), validating on
-    `val` = (images, one-hot labels) after each; one line per epoch on the terminal."""
+    `val` = (images, one-hot labels) after each (unweighted); one line per epoch on the
+    terminal."""
     strategy = hardware.strategy
-    step = train_step(model, hardware, batch_size * hardware.replicas)
+    step = train_step(model, hardware, batch_size * hardware.replicas, class_weights)
     infer = inference(model)
     iterator = iter(strategy.experimental_distribute_dataset(batches))
     hooks = keras.callbacks.CallbackList(list(callbacks), model=model, epochs=epochs,
