@@ -160,8 +160,9 @@ def served_markdown(card: dict) -> str:
         f"- referral threshold {card['decision']['threshold']:.4f} on P("
         f"{' + '.join(card['decision']['refer_classes'])}): {decision_statement(card)}; "
         f"estimated sensitivity {interval(ref, 'sensitivity')}",
-        *([f"- predicted class: arg-max after per-class biases for balanced accuracy "
-           f"{card['calibration']['class_bias']}: balanced accuracy {gain['with_bias']:.3f} "
+        *([f"- predicted class: argmax(log p + b), per-class biases b for balanced accuracy "
+           f"{card['decision']['class_bias']} (the probabilities stay calibrated): balanced "
+           f"accuracy {gain['with_bias']:.3f} "
            f"against {gain['without_bias']:.3f} by the plain arg-max, paired gain "
            f"{interval(gain, 'gain')} (biases cross-fitted)"]
           if (gain := est.get("class_bias_gain")) else []),
@@ -240,7 +241,7 @@ def main() -> None:
     scored = result.scored
     subgroups = subgroup_metrics(split_table.loc[scored.ids, ["sex", "age", "site"]],
                                  scored.labels, scored.probs, card["classes"], resamples,
-                                 get(params, "seed"))
+                                 get(params, "seed"), result.predicted)
     write_json(SERVED_SUBGROUPS, subgroups)
     MODEL_CARD.write_text(render(card, json.loads(SPLIT_METRICS.read_text()), subgroups,
                                  data_description(params)))

@@ -7,7 +7,9 @@ models/export/model.json    the card: classes (the output order), image size, pr
                             members, calibration, referral threshold and the estimate
 Both take float32 RGB 0..255, (n, size, size, 3), and answer the members' mean probabilities,
 calibrated. The out-of-distribution guard is not in the graph: models/export/ood.npz with its
-feature space in model.json ("ood"), as predict and the web app apply it.
+feature space in model.json ("ood"), as predict and the web app apply it. Nor is the
+balanced-accuracy rule (compare.class_decision): with it, the predicted class is
+argmax(log p + decision.class_bias) of the graph's probabilities, as model.json says.
 """
 
 from __future__ import annotations
@@ -124,8 +126,7 @@ def served_graph(predictor: Predictor) -> keras.Model:
     inputs = keras.Input((size, size, 3), name="image")
     outputs = [probs for probs, _ in member_outputs(predictor.members, inputs)]
     mean = keras.layers.Average(name="mean")(outputs) if len(outputs) > 1 else outputs[0]
-    calibrated = TemperatureScaling(predictor.temperature, predictor.class_bias,
-                                    name="calibration")(mean)
+    calibrated = TemperatureScaling(predictor.temperature, name="calibration")(mean)
     return keras.Model(inputs, calibrated, name="served")
 
 
@@ -140,6 +141,9 @@ def main() -> None:
         card["clinical_not_in_graph"] = (
             f"the members use {', '.join(predictor.clinical_inputs)} when given; this graph "
             "answers as for photos without clinical data (predict and the web app use them)")
+    if predictor.class_bias:
+        card["decision"] = {**card["decision"], "predicted_class": (
+            "argmax(log p + class_bias) of this graph's probabilities (not in the graph)")}
     if "ood" in card:  # the guard travels beside the model (not in its graph)
         card["ood"] = {**card["ood"], "file": GUARD_FILE.name}
     with work("export"):

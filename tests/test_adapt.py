@@ -81,3 +81,33 @@ def test_a_site_folder_of_one_kind_only_is_refused_with_the_reason(tmp_path, mon
     monkeypatch.chdir(repo)
     with pytest.raises(PipelineError, match="0 of 12 usable images are malignant"):
         adapt.main(adapt.parse_args([str(site), "--site", "x", "--bootstrap", "0"]))
+
+
+def test_an_adapted_card_predicts_the_same_classes_with_its_biases_rescaled():
+    """The class biases decide the class on the calibrated log-probabilities; a site's
+    temperature T2 scales those, so the adapted card's biases are b / T2 and every photo keeps
+    its predicted class."""
+    import numpy as np
+
+    from stages.core.adaptation import adapt_card
+    from stages.core.calibration import apply_temperature
+    from stages.core.class_decision import decide
+    from stages.core.served import Predictions
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 60)
+    score = np.clip(0.5 + 0.25 * (labels - 0.5) + rng.normal(0, 0.3, 120), 0.01, 0.99) ** 3
+    probs = np.column_stack([1 - score, score])  # overconfident: the site's T2 is not 1
+    card = {"name": "m", "classes": ["benign", "malignant"],
+            "calibration": {"method": "temperature", "temperature": 1.5},
+            "decision": {"refer_classes": ["malignant"], "threshold": 0.3,
+                         "target_sensitivity": 0.85, "confidence": None,
+                         "class_bias": [0.0, 0.8]}}
+    adapted = adapt_card(card, Predictions(np.arange(120).astype(str), labels, probs,
+                                           np.arange(120) % 5), "site", 50, 0)
+    t2 = adapted["calibration"]["temperature"] / 1.5
+    assert abs(t2 - 1) > 0.05
+    np.testing.assert_allclose(adapted["decision"]["class_bias"], [0.0, 0.8 / t2], atol=1e-6)
+    np.testing.assert_array_equal(
+        decide(apply_temperature(probs, t2), adapted["decision"]["class_bias"]),
+        decide(probs, [0.0, 0.8]))

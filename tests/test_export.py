@@ -106,7 +106,8 @@ def test_custom_caffe_scaling_layer_exports(tmp_path):
 def test_stage_exports_the_served_ensemble_as_one_calibrated_graph(in_tmp_repo, capsys):
     for backbone in ("small_cnn", "small_functional_cnn"):
         write_tiny_model(in_tmp_repo, backbone, image_size=32)
-    write_served(in_tmp_repo, ["small_cnn", "small_functional_cnn"], temperature=1.7)
+    write_served(in_tmp_repo, ["small_cnn", "small_functional_cnn"], temperature=1.7,
+                 class_bias=[0.0, 0.7])
     (in_tmp_repo / "params.yaml").write_text("export:\n  float16: true\n")
     stale = in_tmp_repo / "models/export/old.tflite"
     stale.parent.mkdir(parents=True)
@@ -121,14 +122,20 @@ def test_stage_exports_the_served_ensemble_as_one_calibrated_graph(in_tmp_repo, 
     images = _images(32)
     got = export.tflite_predict(out / "model.tflite", images)
     np.testing.assert_allclose(got, served.predict(images.astype(np.uint8)), atol=2e-2)
-    assert json.loads((out / "model.json").read_text())["calibration"] == {
-        "method": "temperature", "temperature": 1.7, "inside_graph": True}
+    card = json.loads((out / "model.json").read_text())
+    assert card["calibration"] == {"method": "temperature", "temperature": 1.7,
+                                   "inside_graph": True}
+    # the balanced-accuracy rule decides the class beside the graph, not in it
+    assert card["decision"]["class_bias"] == [0.0, 0.7]
+    assert "not in the graph" in card["decision"]["predicted_class"]
     # The folder as `dvc artifacts get` fetches it answers like the served model, calibrated
     # once (inside the graph), with its referral decision.
     exported = Predictor.load(out)
     np.testing.assert_allclose(exported.predict(images.astype(np.uint8)),
                                served.predict(images.astype(np.uint8)), atol=1e-5)
     assert "refer" in exported.result(exported.predict(images[:1].astype(np.uint8))[0])
+    assert [exported.result(p)["predicted"] for p in exported.predict(images.astype(np.uint8))] \
+        == [served.result(p)["predicted"] for p in served.predict(images.astype(np.uint8))]
     # with the served model's guard, from beside it
     _, ood = exported.assess(images.astype(np.uint8))
     np.testing.assert_allclose(ood, served.assess(images.astype(np.uint8))[1], rtol=1e-5)

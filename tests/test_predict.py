@@ -13,6 +13,7 @@ from PIL import Image
 
 from stages import prepare
 from stages.app import predict
+from stages.core.errors import PipelineError
 from stages.core.images import Preprocessing, load_image
 from stages.core.predictor import ModelNotFoundError, Predictor, model_path
 from stages.core.tta import tta_predict
@@ -252,6 +253,33 @@ def test_served_ensemble_is_the_calibrated_mean_and_flags_what_is_unlike_lesions
     code, out, _ = run(repo, monkeypatch, capsys, folder, "--format", "json")
     rows = json.loads(out)["predictions"]
     assert all(set(r) == {"image", "out_of_distribution"} for r in rows)
+
+
+def test_the_class_biases_decide_the_class_and_leave_the_probabilities_calibrated(
+        repo, photos, monkeypatch, capsys):
+    folder, _ = photos
+    members = ["small_cnn", "small_functional_cnn"]
+    plain = Predictor.load(write_served(repo, members, image_size=SIZE, temperature=2.0))
+    images = np.stack([plain.decode(p) for p in sorted(folder.rglob("ISIC_*"))])
+    probs = plain.predict(images)
+    # a bias that makes the first class the prediction of every photo
+    biased = Predictor.load(write_served(repo, members, image_size=SIZE, temperature=2.0,
+                                         class_bias=[0.0, -50.0]))
+    np.testing.assert_array_equal(biased.predict(images), probs)
+    assert [biased.result(p)["predicted"] for p in probs] == [plain.classes[0]] * len(probs)
+    assert [plain.result(p)["predicted"] for p in probs] == [
+        plain.classes[i] for i in probs.argmax(axis=1)]
+    assert [biased.result(p)["refer"] for p in probs] == [plain.result(p)["refer"] for p in probs]
+    code, out, _ = run(repo, monkeypatch, capsys, folder, "--format", "json")
+    assert code == 0 and {r["predicted"] for r in json.loads(out)["predictions"]} == {
+        plain.classes[0]}
+    # A card from before, with the biases on the probabilities, is refused, not misread.
+    card = json.loads((repo / "models/served.json").read_text())
+    card["calibration"]["class_bias"] = card["decision"].pop("class_bias")
+    (repo / "models/served.json").write_text(json.dumps(card))
+    with pytest.raises(PipelineError, match="rerun `dvc repro compare`"):
+        Predictor.load(repo / "models/served.json")
+    write_served(repo, members, image_size=SIZE)
 
 
 def test_a_batch_gets_the_shift_check_and_prior_adjustment_keeps_the_referral(

@@ -95,7 +95,8 @@ def write_guard(root: Path, ood_threshold: float = 1e9) -> dict:
 
 def write_served(root: Path, backbones: list[str], classes: list[str] = CLASSES,
                  image_size: int = 32, temperature: float = 1.0, threshold: float = 0.5,
-                 ood_threshold: float = 1e9, preprocessing: dict | None = None) -> Path:
+                 ood_threshold: float = 1e9, preprocessing: dict | None = None,
+                 class_bias: list[float] | None = None) -> Path:
     """models/served.json as compare writes it: these backbones' holdout models averaged."""
     guard = write_guard(root, ood_threshold)
     card = {"name": "+".join(backbones) + " (holdout)", "classes": classes,
@@ -103,7 +104,8 @@ def write_served(root: Path, backbones: list[str], classes: list[str] = CLASSES,
                          "model": f"models/{b}/holdout/model.keras"} for b in backbones],
             "calibration": {"method": "temperature", "temperature": temperature},
             "decision": {"refer_classes": [classes[-1]], "threshold": threshold,
-                         "target_sensitivity": 0.85},
+                         "target_sensitivity": 0.85,
+                         **({"class_bias": class_bias} if class_bias else {})},
             "estimate": {"how": "the 10 test images of fold holdout", "roc_auc": 0.8},
             "image_size": image_size, "preprocessing": preprocessing or {}, "ood": guard}
     if len(classes) == 2:  # compare's profile of the estimate's images (core/shift.py)

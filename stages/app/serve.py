@@ -156,7 +156,7 @@ class Models:
             answer = predictor.result(probs[0], float(ood[0]))
             # An ensemble's heatmap is the mean of its members' maps for the predicted class;
             # a photo flagged out of distribution gets none (nor a class).
-            cam = np.mean([gradcam(m, image, int(np.argmax(probs[0])))
+            cam = np.mean([gradcam(m, image, predictor.classes.index(answer["predicted"]))
                            for m in predictor.members], axis=0) if (
                 heatmap and "predicted" in answer) else None
         result = {"model": predictor.name, "backbone": backbone, "classes": predictor.classes,

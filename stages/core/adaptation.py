@@ -53,19 +53,20 @@ def adapt_card(card: dict, site: Predictions, where: str, resamples: int, seed: 
     before = refer_score(site.probs, classes) >= card["decision"]["threshold"]
     result = estimate(site, site, classes, rule, True, resamples, seed)
     final = fit_decision(site, classes, rule)
-    # softmax((log p / T1 + b) / T2) = softmax(log p / (T1 T2) + b / T2)
     temperature = round(card["calibration"]["temperature"] * final.temperature, 2 * DECIMALS)
-    bias = card["calibration"].get("class_bias")
-    calibration = {**card["calibration"], "temperature": temperature,
-                   **({"class_bias": [round(b / final.temperature, 2 * DECIMALS) for b in bias]}
-                      if bias else {})}
+    calibration = {**card["calibration"], "temperature": temperature}
+    # argmax(log p / T2 + b / T2) = argmax(log p + b): the class biases, scaled, predict the
+    # same classes from the site-calibrated probabilities as before
+    bias = card["decision"].get("class_bias")
+    scaled = ({"class_bias": [round(b / final.temperature, 2 * DECIMALS) for b in bias]}
+              if bias else {})
     folds = len(np.unique(site.groups))
     return {
         **{k: v for k, v in card.items() if k not in ("lockbox", "estimate")},
         "name": f"{card['name']} adapted to {where}",
         "calibration": calibration,
         "decision": {**card["decision"], "threshold": final.threshold,
-                     "from_malignant": final.malignant},
+                     "from_malignant": final.malignant, **scaled},
         "estimate": {"how": f"the {len(site.labels)} labelled images of {where}, calibration "
                             f"and threshold cross-fitted over {folds} folds (no lesion in two)",
                      **result.scores},

@@ -27,14 +27,9 @@ from stages.core.softmax import softmax
 EPS = 1e-7
 
 
-def apply_temperature(probs: np.ndarray, temperature: float,
-                      class_bias: np.ndarray | list | None = None) -> np.ndarray:
-    """softmax(log(p) / T + b): temperature scaling, then (optionally) the per-class biases
-    of the balanced-accuracy decision rule (core/class_decision.py)."""
-    logits = np.log(np.clip(probs, EPS, 1.0)) / temperature
-    if class_bias is not None:
-        logits = logits + np.asarray(class_bias)
-    return softmax(logits)
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log(p) / T): temperature scaling."""
+    return softmax(np.log(np.clip(probs, EPS, 1.0)) / temperature)
 
 
 def fit_temperature(labels: np.ndarray, probs: np.ndarray) -> float:

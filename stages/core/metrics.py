@@ -1,7 +1,8 @@
 """Test-set metrics and the plot data DVC draws, from true labels and class probabilities.
 
-The predicted class is the arg-max of the probabilities, and balanced accuracy is the mean
-per-class recall of that arg-max, as the ISIC challenge scorer defines it.
+The predicted class is the arg-max of the probabilities unless given (`y_pred`: a served
+model's decision rule, core/class_decision.py), and balanced accuracy is the mean per-class
+recall of it, as the ISIC challenge scorer defines it.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def slug(name: str) -> str:
     return name.replace(" ", "_")
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    y_pred = probs.argmax(axis=1)
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
+                           y_pred: np.ndarray | None = None) -> dict:
+    y_pred = probs.argmax(axis=1) if y_pred is None else y_pred
     labels = list(range(len(classes)))
     confusion = skm.confusion_matrix(y_true, y_pred, labels=labels)
     result = {
@@ -138,11 +140,12 @@ def _auc(truth: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[truth == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def interval_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+def interval_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
+                    y_pred: np.ndarray | None = None) -> dict:
     """ROC AUC (and per class with several), balanced accuracy, sensitivity and specificity
     exactly as classification_metrics defines them, fast enough to run a thousand times (it
     needs every class present, which a stratified resample keeps)."""
-    y_pred = probs.argmax(axis=1)
+    y_pred = probs.argmax(axis=1) if y_pred is None else y_pred
     n = len(classes)
     recall = np.array([np.mean(y_pred[y_true == c] == c) for c in range(n)
                        if (y_true == c).any()])
@@ -166,8 +169,10 @@ def interval_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -
 
 
 def with_intervals(y_true: np.ndarray, probs: np.ndarray, classes: list[str], resamples: int,
-                   seed: int) -> dict:
+                   seed: int, y_pred: np.ndarray | None = None) -> dict:
     """classification_metrics plus their bootstrap intervals."""
-    scores = classification_metrics(y_true, probs, classes)
+    y_pred = probs.argmax(axis=1) if y_pred is None else y_pred
+    scores = classification_metrics(y_true, probs, classes, y_pred)
     return scores | bootstrap_intervals(
-        y_true, lambda ix: interval_scores(y_true[ix], probs[ix], classes), resamples, seed)
+        y_true, lambda ix: interval_scores(y_true[ix], probs[ix], classes, y_pred[ix]),
+        resamples, seed)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from stages.core.calibration import apply_temperature, decision_statement, refer_score
+from stages.core.class_decision import decide
 from stages.core.clinical import with_clinical
 from stages.core.errors import PipelineError
 from stages.core.images import Preprocessing, load_image
@@ -91,6 +92,11 @@ class Predictor:
 
     def __post_init__(self):
         self.preprocessing = Preprocessing.from_dict(self.card.get("preprocessing"))
+        if "class_bias" in self.card.get("calibration", {}):
+            raise PipelineError(
+                f"{self.name}: its card puts the class biases on the probabilities, as this "
+                "pipeline did before they decided the class only; rerun `dvc repro compare` "
+                "(and export) to rewrite it")
         self._run = probs_and_features(self.members)
 
     @classmethod
@@ -140,9 +146,9 @@ class Predictor:
 
     @property
     def class_bias(self) -> list[float] | None:
-        """The balanced-accuracy decision rule's biases (core/class_decision.py), if any."""
-        calibration = self.card.get("calibration", {})
-        return None if calibration.get("inside_graph") else calibration.get("class_bias")
+        """The balanced-accuracy decision rule's biases (core/class_decision.py), if any: they
+        decide the predicted class, never in an exported graph."""
+        return self.card.get("decision", {}).get("class_bias")
 
     def decode(self, source: str | Path | bytes | BinaryIO, size: int | None = None) -> np.ndarray:
         """The model's input for one file or upload (at another `size` for display); raises
@@ -171,7 +177,7 @@ class Predictor:
                  for model, entry, (p, _) in zip(
                      self.members, self.clinical or [None] * len(self.members),
                      self._run(images.astype(np.float32)), strict=True)]
-        return apply_temperature(np.mean(probs, axis=0), self.temperature, self.class_bias)
+        return apply_temperature(np.mean(probs, axis=0), self.temperature)
 
     def batch_results(self, probs: np.ndarray, ood_scores: np.ndarray,
                       adjust_prior: bool = False) -> tuple[list[dict], dict | None]:
@@ -214,7 +220,7 @@ class Predictor:
                 "decision or heatmap is given; use a dermoscopic photo of a lesion")
             return out
         out |= {"probabilities": {c: float(p) for c, p in zip(self.classes, probs, strict=True)},
-                "predicted": self.classes[int(np.argmax(probs))]}
+                "predicted": self.classes[int(decide(probs[None], self.class_bias)[0])]}
         decision = self.card.get("decision")
         if decision:
             basis = probs if refer_from is None else refer_from

@@ -31,7 +31,7 @@ from stages.core.calibration import (
     reliability,
     threshold_for_sensitivity,
 )
-from stages.core.class_decision import fit_class_bias
+from stages.core.class_decision import decide, fit_class_bias
 from stages.core.errors import MissingInputError
 from stages.core.metrics import (
     bootstrap_intervals,
@@ -147,10 +147,13 @@ class Decision:
     temperature: float
     threshold: float
     malignant: int  # malignant images the threshold was chosen on
-    class_bias: tuple[float, ...] | None = None
+    class_bias: tuple[float, ...] | None = None  # decides the class, not the probabilities
 
     def calibrate(self, probs: np.ndarray) -> np.ndarray:
-        return apply_temperature(probs, self.temperature, self.class_bias)
+        return apply_temperature(probs, self.temperature)
+
+    def predicted(self, calibrated: np.ndarray) -> np.ndarray:
+        return decide(calibrated, self.class_bias)
 
 
 # The decision's numbers are kept to 4 decimals, and these rounded values are the ones
@@ -165,7 +168,6 @@ def fit_decision(p: Predictions, classes: list[str], rule: Rule) -> Decision:
     # Python floats: the card's text shows them as they are (numpy's repr adds np.float64(...))
     bias = (tuple(float(b) for b in fit_class_bias(p.labels, calibrated))
             if rule.balance_classes else None)
-    calibrated = apply_temperature(p.probs, temperature, bias)
     malignant = np.isin(p.labels, malignant_classes(classes))
     score = refer_score(calibrated, classes)
     threshold = (threshold_for_sensitivity(malignant, score, rule.target)
@@ -193,11 +195,11 @@ def decision_with_intervals(malignant: np.ndarray, refer: np.ndarray, resamples:
 
 def balanced_accuracy_gain(labels: np.ndarray, with_bias: np.ndarray, without: np.ndarray,
                            resamples: int, seed: int) -> dict:
-    """Balanced accuracy with and without the class biases on the same images, and the
-    paired gain with its 95 % bootstrap interval."""
+    """Balanced accuracy of the classes predicted with and without the class biases on the
+    same images, and the paired gain with its 95 % bootstrap interval."""
     def scores(ix: np.ndarray) -> dict:
-        biased = skm.balanced_accuracy_score(labels[ix], with_bias[ix].argmax(axis=1))
-        plain = skm.balanced_accuracy_score(labels[ix], without[ix].argmax(axis=1))
+        biased = skm.balanced_accuracy_score(labels[ix], with_bias[ix])
+        plain = skm.balanced_accuracy_score(labels[ix], without[ix])
         return {"with_bias": biased, "without_bias": plain, "gain": biased - plain}
     everything = np.arange(len(labels))
     return {k: round(float(v), 6) for k, v in
@@ -210,6 +212,7 @@ class Estimate:
     scores: dict  # metrics with intervals, referral, calibration
     reliability: list[dict]  # rows of the reliability diagram, before and after calibration
     scored: Predictions  # the images scored, with their calibrated probabilities
+    predicted: np.ndarray  # and the class the served model predicts for each
 
 
 def estimate(fit_on: Predictions, test: Predictions, classes: list[str], rule: Rule,
@@ -218,25 +221,24 @@ def estimate(fit_on: Predictions, test: Predictions, classes: list[str], rule: R
     sensitivity/specificity at the referral threshold (and, with a guarantee, what the
     plain rule without it would have given: the guarantee's cost)."""
     calibrated = np.empty_like(test.probs)
+    predicted = np.empty(len(test.labels), int)
     rules = {"rule": rule}
     if rule.confidence:  # the plain threshold beside the guaranteed one: what it costs
         rules["point"] = Rule(rule.target, balance_classes=rule.balance_classes)
     refer = {name: np.zeros(len(test.labels), bool) for name in rules}
-    plain = np.empty_like(test.probs)
     for g in np.unique(test.groups):
         here = test.groups == g
         fit_part = restrict(fit_on, fit_on.groups != g) if cross_fit else fit_on
         decisions = {name: fit_decision(fit_part, classes, r) for name, r in rules.items()}
         calibrated[here] = decisions["rule"].calibrate(test.probs[here])
-        # what the arg-max would give without the balanced-accuracy biases
-        plain[here] = apply_temperature(test.probs[here], decisions["rule"].temperature)
+        predicted[here] = decisions["rule"].predicted(calibrated[here])
         for name, decision in decisions.items():  # the same calibration, another threshold
             refer[name][here] = refer_score(calibrated[here], classes) >= decision.threshold
-    scores = with_intervals(test.labels, calibrated, classes, resamples, seed)
+    scores = with_intervals(test.labels, calibrated, classes, resamples, seed, predicted)
     scores.pop("confusion_matrix")
-    if rule.balance_classes:
-        scores["class_bias_gain"] = balanced_accuracy_gain(test.labels, calibrated, plain,
-                                                           resamples, seed)
+    if rule.balance_classes:  # against the arg-max of the same probabilities
+        scores["class_bias_gain"] = balanced_accuracy_gain(
+            test.labels, predicted, calibrated.argmax(axis=1), resamples, seed)
     malignant = np.isin(test.labels, malignant_classes(classes))
     scores["referral"] = {"target_sensitivity": rule.target,
                           "confidence": rule.confidence,
@@ -256,7 +258,8 @@ def estimate(fit_on: Predictions, test: Predictions, classes: list[str], rule: R
     rows = [{**r, "series": f"{when} calibration", "point": i}
             for when, probs in (("before", test.probs), ("after", calibrated))
             for i, r in enumerate(reliability(test.labels, probs))]
-    return Estimate(scores, rows, Predictions(test.ids, test.labels, calibrated, test.groups))
+    return Estimate(scores, rows, Predictions(test.ids, test.labels, calibrated, test.groups),
+                    predicted)
 
 
 def _lockbox_scores(backbones: list[str], folds: list[str], truth: pd.Series,
@@ -269,7 +272,7 @@ def _lockbox_scores(backbones: list[str], folds: list[str], truth: pd.Series,
     tables = [member_mean([b], f, LOCKBOX, truth, classes) for b in backbones for f in folds]
     order, labels = tables[0][0].index, tables[0][1]
     probs = decision.calibrate(np.mean([t.loc[order].to_numpy() for t, _ in tables], axis=0))
-    scores = with_intervals(labels, probs, classes, resamples, seed)
+    scores = with_intervals(labels, probs, classes, resamples, seed, decision.predicted(probs))
     scores.pop("confusion_matrix")
     malignant = np.isin(labels, malignant_classes(classes))
     refer = refer_score(probs, classes) >= decision.threshold
@@ -338,15 +341,14 @@ def build_served(candidates: list[list[str]], folds: list, serve: str, truth: pd
                                        if len(served_folds) > 1 else f" ({served_folds[0]})"),
         "classes": classes,
         "members": members,
-        "calibration": {"method": "temperature", "temperature": final.temperature,
-                        **({"method": "temperature, then per-class biases for balanced "
-                                      "accuracy (core/class_decision.py)",
-                            "class_bias": list(final.class_bias)} if final.class_bias else {})},
+        "calibration": {"method": "temperature", "temperature": final.temperature},
         "decision": {"refer_classes": [classes[i] for i in malignant_classes(classes)],
                      "threshold": final.threshold,
                      "target_sensitivity": rule.target,
                      "confidence": rule.confidence,
-                     "from_malignant": final.malignant},
+                     "from_malignant": final.malignant,
+                     # the predicted class: argmax(log p + class_bias) (class_decision.py)
+                     **({"class_bias": list(final.class_bias)} if final.class_bias else {})},
         "estimate": {"how": how, **result.scores},
         **({"lockbox": lockbox} if lockbox else {}),
     }

@@ -47,21 +47,24 @@ def _age_band(value: str) -> str:
 
 
 def subgroup_metrics(groups: pd.DataFrame, labels: np.ndarray, probs: np.ndarray,
-                     classes: list[str], resamples: int, seed: int) -> dict:
-    """{column: {value: {n, per-class counts, metrics + intervals | too_small}}}."""
+                     classes: list[str], resamples: int, seed: int,
+                     predicted: np.ndarray | None = None) -> dict:
+    """{column: {value: {n, per-class counts, metrics + intervals | too_small}}};
+    `predicted`: each image's predicted class (None: the arg-max of `probs`)."""
+    predicted = probs.argmax(axis=1) if predicted is None else predicted
     report: dict = {}
     for column in groups.columns:
         values = groups[column].to_numpy()
         for value in sorted(set(values) - {""}):
             inside = values == value
-            y, p = labels[inside], probs[inside]
+            y, p, d = labels[inside], probs[inside], predicted[inside]
             counts = {c: int((y == i).sum()) for i, c in enumerate(classes)}
             row: dict = {"n_images": int(inside.sum()), "per_class": counts}
             if min(counts.values()) < MIN_PER_CLASS:
                 row["too_small"] = f"fewer than {MIN_PER_CLASS} images of some class"
             else:
-                row |= {k: round(v, 6) for k, v in interval_scores(y, p, classes).items()}
-                row |= bootstrap_intervals(y, lambda ix, y=y, p=p: interval_scores(
-                    y[ix], p[ix], classes), resamples, seed)
+                row |= {k: round(v, 6) for k, v in interval_scores(y, p, classes, d).items()}
+                row |= bootstrap_intervals(y, lambda ix, y=y, p=p, d=d: interval_scores(
+                    y[ix], p[ix], classes, d[ix]), resamples, seed)
             report.setdefault(column, {})[value] = row
     return report
