@@ -24,7 +24,7 @@ from stages.core.clinical import clinical_inputs
 from stages.core.errors import MissingInputError, PipelineError
 from stages.core.files import write_json
 from stages.core.metrics import classification_metrics, curve_points
-from stages.core.model_card import render
+from stages.core.model_card import decided_by, render
 from stages.core.params import choice, get, number, stage_params
 from stages.core.paths import (
     CALIBRATION_PLOT,
@@ -149,7 +149,7 @@ def served_markdown(card: dict) -> str:
         f"\n## Served model: {card['name']}\n",
         f"Estimate from {est['how']}.\n",
         f"- ROC AUC {interval(est, 'roc_auc')}; balanced accuracy "
-        f"{interval(est, 'balanced_accuracy')} (arg-max)",
+        f"{interval(est, 'balanced_accuracy')} ({decided_by(card)})",
         *(["- one vs rest: " + ", ".join(
             f"{k.removeprefix('roc_auc_').replace('_', ' ')} AUC {interval(est, k)}"
             for k in est if k.startswith("roc_auc_") and not k.endswith(("_low", "_high")))]

@@ -49,3 +49,14 @@ def test_no_lockbox_section_without_one_and_the_synthetic_caveat():
     text = render(_card(lockbox=False), {}, {}, {"source": "600 synthetic images"})
     assert "## Lockbox" not in text and "No subgroup has enough images" in text
     assert "say nothing about real lesions" in text
+
+
+def test_the_class_biases_are_stated_and_name_the_balanced_accuracy_they_give():
+    card = _card(lockbox=True)
+    assert "balanced accuracy (arg-max) | 0.725" in render(card, {}, {}, {"source": "x"})
+    card["decision"]["class_bias"] = [0.0, 0.95]
+    card["estimate"]["class_bias_gain"] = {"with_bias": 0.725, "without_bias": 0.70}
+    text = render(card, {}, {}, {"source": "x"})
+    assert "balanced accuracy (with the class biases) | 0.725" in text
+    assert "argmax(log p + b), per-class biases b = [0.0, 0.95]" in text
+    assert "the probabilities stay calibrated" in text and "(arg-max)" not in text

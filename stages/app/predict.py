@@ -229,7 +229,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("--isic-csv", type=Path, metavar="OUT.csv",
                         help="also write the ISIC challenge submission CSV (every image's "
-                             "probabilities, flagged ones too: a challenge scores them all)")
+                             "calibrated probabilities, flagged ones too: a challenge scores "
+                             "them all; with the card's class biases its arg-max is not the "
+                             "predicted class, which --format csv gives)")
     parser.add_argument("--adjust-prior", action="store_true",
                         help="show probabilities adjusted to the class prior EM estimates on "
                              "this batch (Saerens 2002); the referral is unchanged")

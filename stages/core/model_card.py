@@ -43,10 +43,15 @@ def _ci(scores: dict, key: str) -> str:
     return f"{value:.3f}" + (f" (95 % CI {low:.3f}–{high:.3f})" if low is not None else "")
 
 
-def _scores_table(scores: dict) -> list[str]:
+def decided_by(card: dict) -> str:
+    """How the served card predicts the class, in a few words."""
+    return "with the class biases" if card.get("decision", {}).get("class_bias") else "arg-max"
+
+
+def _scores_table(scores: dict, decided_by: str) -> list[str]:
     refer = scores.get("referral", {})
     rows = [("ROC AUC (several classes: macro one vs rest)", _ci(scores, "roc_auc")),
-            ("balanced accuracy (arg-max)", _ci(scores, "balanced_accuracy")),
+            (f"balanced accuracy ({decided_by})", _ci(scores, "balanced_accuracy")),
             ("sensitivity at the referral threshold", _ci(refer, "sensitivity")),
             ("specificity at the referral threshold", _ci(refer, "specificity"))]
     return ["| metric | value |", "|---|---|", *[f"| {name} | {value} |" for name, value in rows]]
@@ -140,7 +145,7 @@ def render(card: dict[str, Any], split_counts: dict[str, dict[str, int]],
         "",
         "## Evaluation data and how the estimate was made",
         f"{estimate['how'][:1].upper()}{estimate['how'][1:]}.", "",
-        "## Metrics", *_scores_table(estimate), "",
+        "## Metrics", *_scores_table(estimate, decided_by(card)), "",
         "## Decision",
         f"Refer when P({' + '.join(decision['refer_classes'])}) ≥ {decision['threshold']}: "
         f"{decision_statement(card)}. On the evaluation images above (thresholds "
@@ -156,7 +161,7 @@ def render(card: dict[str, Any], split_counts: dict[str, dict[str, int]],
     ]
     if lockbox:
         lines += ["## Lockbox", f"{lockbox['how'][:1].upper()}{lockbox['how'][1:]}.", "",
-                  *_scores_table(lockbox), ""]
+                  *_scores_table(lockbox, decided_by(card)), ""]
     lines += ["## Ethical considerations",
               "Skin lesion data sets over-represent light skin; performance on darker skin "
               "types is unknown here. A missed melanoma costs far more than an unneeded "
