@@ -22,6 +22,7 @@ from typing import Any
 import keras
 import numpy as np
 from sklearn.metrics import roc_auc_score
+from sklearn.utils.class_weight import compute_class_weight
 
 from stages.core.hardware import Hardware
 from stages.core.inference import inference, predict_batches
@@ -42,13 +43,12 @@ def scores(onehot: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 
 
 def balanced_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Each class's loss weight, n / (classes present × its count) as scikit-learn's
-    "balanced" (the logistic heads' class_weight), so the weights average 1 over the data."""
-    counts = np.bincount(labels, minlength=n_classes)
-    present = counts > 0
-    weights = np.ones(n_classes)
-    weights[present] = len(labels) / (present.sum() * counts[present])
-    return weights.astype(np.float32)
+    """Each class's loss weight: scikit-learn's "balanced", as the logistic heads'
+    class_weight (1 for a class with no training image: it never weighs a loss)."""
+    present = np.unique(labels)
+    weights = np.ones(n_classes, np.float32)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return weights
 
 
 def train_step(model: keras.Model, hardware: Hardware, global_batch: int,
