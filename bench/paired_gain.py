@@ -50,6 +50,28 @@ def out_of_fold(run: Path, backbones: list[str], part: str = "test",
     return probs, split.loc[probs.index, "label"]
 
 
+def paired_gains(run_a: Path, run_b: Path, backbones: list[str], part_b: str = "test",
+                 resamples: int = 2000, seed: int = 0) -> tuple[int, dict[str, dict[str, float]]]:
+    """The number of images, and per metric A's and B's scores and B − A with its 95 %
+    interval: {metric: {"a", "b", "gain", "low", "high"}}."""
+    a, labels = out_of_fold(run_a, backbones)
+    b, labels_b = out_of_fold(run_b, backbones, part_b)
+    if not a.index.equals(b.index) or not labels.equals(labels_b):
+        raise SystemExit(f"{run_a} and {run_b} do not hold the same images with the same labels")
+    classes = list(a.columns)
+    y = labels.map(classes.index).to_numpy()
+    pa, pb = a.to_numpy(), b[classes].to_numpy()
+
+    def gain(ix: np.ndarray) -> dict[str, float]:
+        sa, sb = interval_scores(y[ix], pa[ix], classes), interval_scores(y[ix], pb[ix], classes)
+        return {m: sb[m] - sa[m] for m in sa}
+
+    sa, sb = interval_scores(y, pa, classes), interval_scores(y, pb, classes)
+    ci = bootstrap_intervals(y, gain, resamples, seed)
+    return len(y), {m: {"a": sa[m], "b": sb[m], "gain": sb[m] - sa[m],
+                        "low": ci[f"{m}_ci_low"], "high": ci[f"{m}_ci_high"]} for m in sa}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_a", type=Path)
@@ -61,27 +83,14 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    a, labels = out_of_fold(args.run_a, args.backbones)
-    b, labels_b = out_of_fold(args.run_b, args.backbones, args.part_b)
-    if not a.index.equals(b.index) or not labels.equals(labels_b):
-        raise SystemExit("the two runs do not hold the same images with the same labels")
-    classes = list(a.columns)
-    y = labels.map(classes.index).to_numpy()
-    pa, pb = a.to_numpy(), b[classes].to_numpy()
-
-    def gain(ix: np.ndarray) -> dict[str, float]:
-        sa, sb = interval_scores(y[ix], pa[ix], classes), interval_scores(y[ix], pb[ix], classes)
-        return {m: sb[m] - sa[m] for m in sa}
-
-    sa, sb = interval_scores(y, pa, classes), interval_scores(y, pb, classes)
-    ci = bootstrap_intervals(y, gain, args.resamples, args.seed)
-    print(f"{len(y)} images; B = {args.run_b} ({args.part_b}), A = {args.run_a}; "
+    n, gains = paired_gains(args.run_a, args.run_b, args.backbones, args.part_b,
+                            args.resamples, args.seed)
+    print(f"{n} images; B = {args.run_b} ({args.part_b}), A = {args.run_a}; "
           f"mean of {', '.join(args.backbones)}")
     print("| metric | A | B | B − A (95 % CI) |\n|---|---|---|---|")
-    for m in sa:
-        print(f"| {m} | {sa[m]:.3f} | {sb[m]:.3f} | {sb[m] - sa[m]:+.3f} "
-              f"({ci[f'{m}_ci_low']:+.3f} to {ci[f'{m}_ci_high']:+.3f}) |")
-
+    for m, g in gains.items():
+        print(f"| {m} | {g['a']:.3f} | {g['b']:.3f} | {g['gain']:+.3f} "
+              f"({g['low']:+.3f} to {g['high']:+.3f}) |")
 
 if __name__ == "__main__":
     main()
