@@ -82,14 +82,18 @@ def class_bias_gain(run: Path) -> tuple[int, dict[str, dict[str, float]]]:
 def measure(profile: str, only: list[str]) -> None:
     spec = yaml.safe_load(SPEC.read_text())[profile]
     levers = {k: v for k, v in spec["levers"].items() if not only or k in only}
-    backbones = profile_params(profile)["backbones"]
-    base = run_folder(profile, [], "base")
-    runs: dict[tuple[str, ...], Path] = {(): base}
+    runs: dict[tuple[str, ...], Path] = {}
+
+    def run_of(settings: list[str], name: str) -> Path:
+        if tuple(settings) not in runs:
+            runs[tuple(settings)] = run_folder(profile, settings, name)
+        return runs[tuple(settings)]
+
     for name, lever in levers.items():
-        settings = tuple(lever["set"])
-        if settings not in runs:
-            runs[settings] = run_folder(profile, list(settings), name)
-        variant = runs[settings]
+        on_top = list(lever.get("on_top", []))  # both runs' settings, e.g. one backbone
+        base = run_of(on_top, f"{name}-base" if on_top else "base")
+        variant = run_of(on_top + list(lever["set"]), name)
+        backbones = profile_params(profile, on_top)["backbones"]
         with_it, without = (base, variant) if lever.get("in_profile") else (variant, base)
         if lever.get("score", "paired") == "class_bias_gain":
             (n, metrics), scored = class_bias_gain(with_it), "the served model"
@@ -99,7 +103,8 @@ def measure(profile: str, only: list[str]) -> None:
                            "low": g["low"], "high": g["high"]} for m, g in gains.items()}
             scored = f"mean of {', '.join(backbones)}"
         record = {"profile": profile, "lever": name, "what": lever["what"],
-                  "in_profile": bool(lever.get("in_profile")), "set": list(settings),
+                  "in_profile": bool(lever.get("in_profile")), "on_top": on_top,
+                  "set": list(lever["set"]),
                   "part": lever.get("part", "test"), "scored": scored, "n_images": n,
                   "metrics": {m: {k: round(float(v), 4) for k, v in g.items()}
                               for m, g in metrics.items()},
