@@ -19,7 +19,14 @@ import numpy as np
 from stages.core.cli import run_stage
 from stages.core.params import get, number, stage_params
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, TRAIN_ONLY
-from stages.core.shards import copy_id, read_meta, read_split, write_meta, write_split
+from stages.core.shards import (
+    copy_id,
+    read_labels,
+    read_meta,
+    read_split,
+    write_meta,
+    write_split,
+)
 from stages.core.worklog import work
 
 if TYPE_CHECKING:
@@ -99,12 +106,13 @@ def main() -> None:
     counts = {}
     # Each part is balanced on its own, so any union of folds a model trains on is balanced.
     for part in training_parts(meta):
-        data = read_split(PREPARED_DIR, part)
-        targets = target_counts(data.labels, number(params, "augment.copies", 1.0, 100.0),
+        labels = read_labels(PREPARED_DIR, part)
+        targets = target_counts(labels, number(params, "augment.copies", 1.0, 100.0),
                                 bool(get(params, "augment.balance")))
-        if sum(targets.values()) == len(data.labels):
-            counts[part] = 0  # nothing to draw: no shard, and no TensorFlow
+        if sum(targets.values()) == len(labels):
+            counts[part] = 0  # nothing to draw: no shard, no TensorFlow, no image read
         else:
+            data = read_split(PREPARED_DIR, part)
             with work("augment"):
                 items = augmented_copies(data.images, data.labels, data.ids, targets, model, rng)
                 counts[part] = write_split(AUGMENTED_DIR, part, items, meta["shard_size"])

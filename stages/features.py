@@ -19,7 +19,7 @@ from stages.core.files import write_json
 from stages.core.frozen_features import AUGMENTED, INFO, NETWORK, PREPARED, write_part
 from stages.core.params import model_config, number, stage_params, train_solver
 from stages.core.paths import AUGMENTED_DIR, PREPARED_DIR, features_dir
-from stages.core.shards import Split, read_copies, read_meta, read_split
+from stages.core.shards import Split, read_meta
 
 
 def main(backbone: str) -> None:
@@ -35,7 +35,7 @@ def main(backbone: str) -> None:
     import numpy as np
 
     from stages.core.classifier import build_classifier, model_card
-    from stages.core.feature_cache import cached_features
+    from stages.core.feature_cache import part_features
     from stages.core.hardware import set_up
     from stages.core.inference import extractor_key, split_at_pool
     from stages.core.model_io import write_model
@@ -50,10 +50,11 @@ def main(backbone: str) -> None:
     probs.set_weights([np.zeros_like(w) for w in probs.get_weights()])  # train fills it in
     extractor, _ = split_at_pool(model)
     for source, data_dir in ((PREPARED, PREPARED_DIR), (AUGMENTED, AUGMENTED_DIR)):
-        for part in read_meta(data_dir)["counts"]:
-            split = read_split(data_dir, part) if source == PREPARED else read_copies(part)
-            features = cached_features(extractor, split.images, batch_size)
-            write_part(backbone, source, part, Split(features, split.labels, split.ids))
+        for part, count in read_meta(data_dir)["counts"].items():
+            features = (part_features(extractor, data_dir, [part], batch_size) if count else
+                        Split(np.zeros((0, extractor.output_shape[-1]), np.float32),
+                              np.zeros(0, np.int32), np.zeros(0, str)))
+            write_part(backbone, source, part, features)
     card = model_card(cfg, meta["image_size"], meta["classes"], meta.get("preprocessing"))
     write_model(model, out / NETWORK, card)
     key = extractor_key(extractor)

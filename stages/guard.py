@@ -16,7 +16,7 @@ import json
 import numpy as np
 
 from stages.core.cli import run_stage
-from stages.core.feature_cache import cached_features
+from stages.core.feature_cache import cached_features, part_features
 from stages.core.files import write_json
 from stages.core.images import load_image
 from stages.core.ood import (
@@ -37,7 +37,7 @@ from stages.core.paths import (
     PREPARED_DIR,
     TRAIN_ONLY,
 )
-from stages.core.shards import read_meta, read_parts
+from stages.core.shards import read_meta
 from stages.core.worklog import work
 
 
@@ -59,8 +59,7 @@ def main() -> None:
     assigned, test_part = fold_of_each_part(parts)
     assigned = {p: k for p, k in assigned.items() if p in parts}
     extractor = build_extractor(int(meta["image_size"]), variant, size)
-    images = read_parts(PREPARED_DIR, list(assigned))
-    features = cached_features(extractor, images.images)
+    features = part_features(extractor, PREPARED_DIR, list(assigned)).images
     folds = np.concatenate([np.full(meta["counts"][p], k) for p, k in assigned.items()])
     with work("OOD guard"):
         distances = out_of_fold_distances(features, folds)
@@ -70,7 +69,7 @@ def main() -> None:
                                       else None)}
         for part in (test_part, LOCKBOX):
             if part in parts:
-                unseen = cached_features(extractor, read_parts(PREPARED_DIR, [part]).images)
+                unseen = part_features(extractor, PREPARED_DIR, [part]).images
                 rates[f"{part}_flagged"] = float(np.mean(guard.score(unseen) > 1.0))
         if test_part:
             rates["held_out_flagged"] = rates.pop(f"{test_part}_flagged")

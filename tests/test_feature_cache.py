@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 
 from stages.core import inference as inference_module
-from stages.core.feature_cache import cached_features, image_keys
+from stages.core.feature_cache import cached_features, image_keys, part_features
 from stages.core.inference import extractor_key, inference, predict_batches, split_at_pool
+from stages.core.shards import read_labels, shard_paths, write_split
 from tests.tiny_models import tiny_classifier, varied_images
 
 
@@ -65,3 +67,18 @@ def test_chunks_added_since_are_read_and_an_emptied_cache_is_computed_again(tmp_
     np.testing.assert_allclose(cached_features(extractor, images, cache_dir=tmp_path), direct,
                                atol=1e-6)
     assert computed == [6]
+
+
+def test_a_part_of_several_shards_gives_its_images_features_in_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the cache's own folder, .cache/features, in here
+    extractor, _ = split_at_pool(tiny_classifier("small_cnn", 32))
+    images = varied_images(7, 32, seed=3)
+    write_split(Path("shards"), "fold0",
+                [(image, k % 2, f"img{k}") for k, image in enumerate(images)], shard_size=3)
+    assert len(shard_paths(Path("shards"), "fold0")) == 3
+    part = part_features(extractor, Path("shards"), ["fold0"], batch_size=4)
+    np.testing.assert_allclose(part.images, predict_batches(inference(extractor), images, 4),
+                               atol=1e-6)
+    assert part.labels.tolist() == [k % 2 for k in range(7)]
+    assert part.ids.tolist() == [f"img{k}" for k in range(7)]
+    np.testing.assert_array_equal(read_labels(Path("shards"), "fold0"), part.labels)

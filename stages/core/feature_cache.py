@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from stages.core.files import atomic_path
+from stages.core.shards import Split, concat, iter_shards
 from stages.core.worklog import work
 
 if TYPE_CHECKING:
@@ -78,3 +79,12 @@ def cached_features(extractor: keras.Model, images: np.ndarray, batch_size: int 
     if not len(keys):
         return np.zeros((0, extractor.output_shape[-1]), np.float32)
     return np.stack([known[key] for key in keys]).astype(np.float32)
+
+
+def part_features(extractor: keras.Model, data_dir: Path, parts: list[str],
+                  batch_size: int = 64) -> Split:
+    """The parts' features with their labels and ids, computed shard by shard, so that no
+    part's images are all in memory at once (and none are copied to be joined)."""
+    return concat([Split(cached_features(extractor, shard.images, batch_size), shard.labels,
+                         shard.ids)
+                   for part in parts for shard in iter_shards(data_dir, part)])

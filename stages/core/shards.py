@@ -98,9 +98,13 @@ def source_image(ids: np.ndarray) -> np.ndarray:
     return np.array([str(i).split(COPY_MARK)[0] for i in ids])
 
 
-def read_parts(data_dir: Path, parts: list[str]) -> Split:
-    """Several parts (e.g. the training folds of a cross-validation run) as one Split."""
-    return concat([read_split(data_dir, part) for part in parts])
+def read_labels(data_dir: Path, split: str) -> np.ndarray:
+    """A split's labels, without reading its images."""
+    labels = []
+    for path in shard_paths(data_dir, split):
+        with np.load(path) as shard:
+            labels.append(shard["labels"])
+    return np.concatenate(labels)
 
 
 def read_copies(part: str) -> Split:
