@@ -96,12 +96,12 @@ def measure(profile: str, only: list[str]) -> None:
         backbones = profile_params(profile, on_top)["backbones"]
         with_it, without = (base, variant) if lever.get("in_profile") else (variant, base)
         if lever.get("score", "paired") == "class_bias_gain":
-            (n, metrics), scored = class_bias_gain(with_it), "the served model"
+            (n, metrics), scored = class_bias_gain(with_it), ["served"]
         else:
             n, gains = paired_gains(without, with_it, backbones, lever.get("part", "test"))
             metrics = {m: {"without": g["a"], "with": g["b"], "gain": g["gain"],
                            "low": g["low"], "high": g["high"]} for m, g in gains.items()}
-            scored = f"mean of {', '.join(backbones)}"
+            scored = backbones  # their mean
         record = {"profile": profile, "lever": name, "what": lever["what"],
                   "in_profile": bool(lever.get("in_profile")), "on_top": on_top,
                   "set": list(lever["set"]),
@@ -117,6 +117,20 @@ def measure(profile: str, only: list[str]) -> None:
         print(f"{out.relative_to(REPO)}: " + "; ".join(
             f"{m} {g['gain']:+.3f} ({g['low']:+.3f} to {g['high']:+.3f})"
             for m, g in record["metrics"].items() if m in spec["metrics"]), flush=True)
+
+
+def _label(metric: str) -> str:
+    if metric == "balanced_accuracy":
+        return "BMA"
+    if metric == "roc_auc":
+        return "ROC AUC"
+    return metric.removeprefix("roc_auc_").replace("_", " ") + " AUC"  # one class's
+
+
+def _scored(backbones: list[str]) -> str:
+    if backbones == ["served"]:
+        return "the served model (compare's estimate)"
+    return backbones[0] if len(backbones) == 1 else f"mean of {len(backbones)} backbones"
 
 
 def _cell(g: dict[str, float]) -> str:
@@ -137,12 +151,12 @@ def table() -> str:
                 rows.append(f"| {profile} | {name} | | not measured | | |")
                 continue
             r = json.loads(path.read_text())
-            gains = "; ".join(f"{m} {_cell(r['metrics'][m])}" for m in entry["metrics"]
+            gains = "; ".join(f"{_label(m)} {_cell(r['metrics'][m])}" for m in entry["metrics"]
                               if m in r["metrics"])
             part = f" (`{r['part']}`)" if r["part"] != "test" else ""
             rows.append(f"| {profile} | {r['what']}{part} | "
                         f"{'yes' if r['in_profile'] else 'no'} | {gains} | "
-                        f"{r['n_images']}, {r['scored']} | "
+                        f"{r['n_images']}, {_scored(r['scored'])} | "
                         f"{' '.join(r['commits'])}, {r['date']}, {r['cpu']} |")
     return "\n".join(rows)
 

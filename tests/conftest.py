@@ -50,5 +50,13 @@ def in_tmp_repo(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+def dotted_keys(node: dict, prefix: str = ""):
+    """Every key of a nested params dict, as `a.b.c`."""
+    for key, value in node.items():
+        yield prefix + key
+        if isinstance(value, dict):
+            yield from dotted_keys(value, f"{prefix}{key}.")
+
+
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)

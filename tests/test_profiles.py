@@ -8,7 +8,7 @@ import yaml
 
 from stages.app import profile
 from stages.core.params import ParamsError, load_params, merged, with_assignment
-from tests.conftest import REPO
+from tests.conftest import REPO, dotted_keys
 
 
 def test_merged_sets_only_the_profiles_keys():
@@ -33,14 +33,7 @@ def test_assignments_read_values_as_yaml_like_dvc():
 def test_each_profile_sets_only_keys_params_yaml_has(spec, monkeypatch):
     """A typo in a profile would add a key no stage reads, silently."""
     base = load_params(REPO / "params.yaml")
-
-    def keys(node, prefix=""):
-        for key, value in node.items():
-            yield prefix + key
-            if isinstance(value, dict):
-                yield from keys(value, f"{prefix}{key}.")
-
-    unknown = set(keys(yaml.safe_load(spec.read_text()))) - set(keys(base))
+    unknown = set(dotted_keys(yaml.safe_load(spec.read_text()))) - set(dotted_keys(base))
     assert not unknown, f"{spec.name}: keys not in params.yaml: {sorted(unknown)}"
     monkeypatch.chdir(REPO)
     assert profile.profile_params(spec.stem)["folds"] == [0, 1, 2, 3, 4]
