@@ -10,6 +10,8 @@ from stages.app import profile
 from stages.core.params import ParamsError, load_params, merged, with_assignment
 from tests.conftest import REPO, dotted_keys
 
+PROFILES = REPO / "profiles"
+
 
 def test_merged_sets_only_the_profiles_keys():
     base = {"data": {"source": "synthetic", "local": {"path": "x", "layout": "auto"}},
@@ -28,7 +30,7 @@ def test_assignments_read_values_as_yaml_like_dvc():
         with_assignment({}, "seed")
 
 
-@pytest.mark.parametrize("spec", sorted((REPO / "profiles").glob("*.yaml")),
+@pytest.mark.parametrize("spec", sorted(PROFILES.glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_each_profile_sets_only_keys_params_yaml_has(spec, monkeypatch):
     """A typo in a profile would add a key no stage reads, silently."""
@@ -60,7 +62,8 @@ def test_a_profile_run_refuses_a_workspace_with_uncommitted_params(tmp_path, mon
         profile.run("uda1", [], keep=False)
 
 
-@pytest.mark.parametrize("results", [REPO / "metrics", *sorted((REPO / "results").glob("*/"))],
+@pytest.mark.parametrize("results", [REPO / "metrics", *(REPO / "results" / spec.stem for spec
+                                                       in sorted(PROFILES.glob("*.yaml")))],
                          ids=lambda p: p.name)
 def test_committed_guards_flag_every_non_lesion_and_few_held_out_lesions(results):
     """The default's (metrics/guard.json) and each profile's committed guard figures: what
