@@ -6,7 +6,8 @@
 
 Each run is a fresh clone of the committed repository beside this one (the profiles'
 ../shared/data paths hold there), running `python -m stages.app.profile run <profile> --keep
--S ...`; a clone whose run is of this commit and these settings is reused. The clones share
+-S ...`; a clone whose run had these settings and HEAD's stage code, params and profiles is
+reused (uncommitted changes to those are refused: a clone would not have them). The clones share
 this repository's features cache (.cache/features: keyed by extractor and pixels, so a hit is
 the number a recomputation gives), so a variant computes only features it changes. Each
 lever's gain (with − without, 95 % paired bootstrap interval, bench/paired_gain.py) goes to
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -50,7 +52,7 @@ def run_folder(profile: str, settings: list[str], name: str) -> Path:
         if same_code and run["settings_on_top"] == settings:
             print(f"{folder.name}: reused ({run['commit']}, {settings or 'the profile as is'})")
             return folder
-    subprocess.run(["rm", "-rf", str(folder)], check=True)
+    shutil.rmtree(folder, ignore_errors=True)
     subprocess.run(["git", "clone", "-q", str(REPO), str(folder)], check=True)
     (folder / ".cache").mkdir()
     (REPO / ".cache" / "features").mkdir(parents=True, exist_ok=True)
@@ -80,6 +82,10 @@ def class_bias_gain(run: Path) -> tuple[int, dict[str, dict[str, float]]]:
 
 
 def measure(profile: str, only: list[str]) -> None:
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", *RUN_INPUTS], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout
+    if dirty:
+        sys.exit(f"uncommitted changes the runs' clones would not have; commit them:\n{dirty}")
     spec = yaml.safe_load(SPEC.read_text())[profile]
     levers = {k: v for k, v in spec["levers"].items() if not only or k in only}
     runs: dict[tuple[str, ...], Path] = {}
